@@ -1,0 +1,486 @@
+# pragma version ~=0.4.3
+"""
+@title Verinet inference market
+@notice Escrow and settlement of inference jobs. Only hashes live here: the input and
+        output tensors stay off-chain, addressed by their canonical hash.
+
+        Modes
+        - signed: one eligible node's EIP-712 Receipt (domain: name "Verinet Market",
+          version "1", chainId, this contract) is submitted by anyone before the
+          deadline; after `audit_window` the job is finalized and paid.
+        - quorum(k): eligible nodes take seats by committing
+          keccak(abi_encode(output_hash, salt, node)). Reveals open only when all k seats
+          are taken (or the commit deadline passed), so no node can copy another.
+          finalize pays the strict majority (> k/2 of the seats), slashes the minority
+          and the no-shows; with no majority it refunds.
+
+        Every job ends in exactly one terminal state, PAID or REFUNDED, and anyone may
+        call finalize once the reveal deadline has passed, so no job can stay stuck.
+        Money is conserved per job: node payouts + owner share + treasury share, or the
+        refund, add up to the escrow exactly. Payees withdraw what they are owed (pull).
+        Reverts carry a reason code equal to a Verinet exception name.
+"""
+
+from ethereum.ercs import IERC20
+from snekmate.utils import ecdsa
+from snekmate.utils import eip712_domain_separator as eip712
+
+initializes: eip712
+
+exports: eip712.eip712Domain
+
+
+interface IParams:
+    def commit_window() -> uint256: view
+    def reveal_window() -> uint256: view
+    def audit_window() -> uint256: view
+    def min_quorum() -> uint256: view
+    def max_quorum() -> uint256: view
+    def selection_oversample() -> uint256: view
+    def selection_round() -> uint256: view
+    def slash_fault_bps() -> uint256: view
+    def slash_noshow_bps() -> uint256: view
+    def owner_bps() -> uint256: view
+    def treasury_bps() -> uint256: view
+    def treasury() -> address: view
+
+
+interface INodeRegistry:
+    def is_eligible(node: address, model_id: uint256, seed: bytes32, multiplier: uint256) -> bool: view
+    def assign(node: address): nonpayable
+    def release(node: address): nonpayable
+    def slash(node: address, bps: uint256, recipient: address) -> uint256: nonpayable
+
+
+interface IModelRegistry:
+    def terms(model_id: uint256) -> (address, uint256, uint256, bool): view
+
+
+BPS: constant(uint256) = 10_000
+MAX_SEATS: constant(uint256) = 15
+MAX_BOOST_SHIFT: constant(uint256) = 16
+# secp256k1n / 2: signatures with a higher s are malleable twins and are refused.
+HALF_N: constant(uint256) = 57_896_044_618_658_097_711_785_492_504_343_953_926_418_782_139_537_452_191_302_581_570_759_080_747_168
+
+MODE_SIGNED: constant(uint256) = 1
+MODE_QUORUM: constant(uint256) = 2
+
+STATE_OPEN: constant(uint256) = 1
+STATE_SUBMITTED: constant(uint256) = 2
+STATE_PAID: constant(uint256) = 3
+STATE_REFUNDED: constant(uint256) = 4
+
+RECEIPT_TYPEHASH: constant(bytes32) = keccak256(
+    "Receipt(uint256 jobId,uint256 modelId,bytes32 inputHash,bytes32 outputHash,address node)"
+)
+
+
+struct Job:
+    requester: address
+    model_id: uint256
+    model_owner: address
+    input_hash: bytes32
+    mode: uint256
+    k: uint256
+    escrow: uint256
+    seed: bytes32
+    requested_at: uint256
+    commit_deadline: uint256
+    reveal_deadline: uint256
+    finalize_after: uint256
+    state: uint256
+    seats: uint256
+    reveals: uint256
+    result: bytes32
+
+
+TOKEN: public(immutable(IERC20))
+PARAMS: public(immutable(IParams))
+NODES: public(immutable(INodeRegistry))
+MODELS: public(immutable(IModelRegistry))
+
+jobs: public(HashMap[uint256, Job])
+seat_holders: HashMap[uint256, DynArray[address, MAX_SEATS]]
+commitments: public(HashMap[uint256, HashMap[address, bytes32]])
+revealed: public(HashMap[uint256, HashMap[address, bytes32]])
+owed: public(HashMap[address, uint256])
+job_count: public(uint256)
+total_escrow: public(uint256)
+total_owed: public(uint256)
+
+
+event JobRequested:
+    job_id: indexed(uint256)
+    requester: indexed(address)
+    model_id: indexed(uint256)
+    input_hash: bytes32
+    mode: uint256
+    k: uint256
+    escrow: uint256
+    seed: bytes32
+    commit_deadline: uint256
+    reveal_deadline: uint256
+
+event JobCommitted:
+    job_id: indexed(uint256)
+    node: indexed(address)
+    commitment: bytes32
+    seat: uint256
+
+event JobSealed:
+    job_id: indexed(uint256)
+
+event JobRevealed:
+    job_id: indexed(uint256)
+    node: indexed(address)
+    output_hash: bytes32
+
+event ReceiptSubmitted:
+    job_id: indexed(uint256)
+    node: indexed(address)
+    output_hash: bytes32
+    finalize_after: uint256
+
+event JobPaid:
+    job_id: indexed(uint256)
+    output_hash: bytes32
+    winners: uint256
+    node_amount: uint256
+    owner_amount: uint256
+    treasury_amount: uint256
+
+event JobRefunded:
+    job_id: indexed(uint256)
+    requester: indexed(address)
+    amount: uint256
+
+event NodePenalized:
+    job_id: indexed(uint256)
+    node: indexed(address)
+    reason: uint256
+    amount: uint256
+
+event Withdrawn:
+    account: indexed(address)
+    amount: uint256
+
+
+# NodePenalized.reason
+PENALTY_WRONG: constant(uint256) = 1
+PENALTY_NO_SHOW: constant(uint256) = 2
+
+
+@deploy
+def __init__(token: IERC20, params: IParams, nodes: INodeRegistry, models: IModelRegistry):
+    eip712.__init__("Verinet Market", "1")
+    TOKEN = token
+    PARAMS = params
+    NODES = nodes
+    MODELS = models
+
+
+@external
+def request(model_id: uint256, input_hash: bytes32, mode: uint256, k: uint256) -> uint256:
+    """
+    @notice Escrows fee * k from the caller (approve first, or use permit) and opens a
+            job. `k` is 1 for signed jobs and the quorum size for quorum jobs.
+    """
+    owner: address = empty(address)
+    fee: uint256 = 0
+    modes: uint256 = 0
+    deprecated: bool = False
+    owner, fee, modes, deprecated = staticcall MODELS.terms(model_id)
+    assert owner != empty(address), "UnknownModel"
+    assert not deprecated, "ModelDeprecated"
+    assert mode == MODE_SIGNED or mode == MODE_QUORUM, "ModeNotAllowed"
+    assert modes & mode == mode, "ModeNotAllowed"
+    if mode == MODE_SIGNED:
+        assert k == 1, "InvalidQuorum"
+    else:
+        assert k >= staticcall PARAMS.min_quorum() and k <= staticcall PARAMS.max_quorum(), "InvalidQuorum"
+    assert input_hash != empty(bytes32), "InvalidHash"
+
+    job_id: uint256 = self.job_count + 1
+    self.job_count = job_id
+    escrow: uint256 = fee * k
+    commit_deadline: uint256 = block.timestamp + staticcall PARAMS.commit_window()
+    reveal_deadline: uint256 = commit_deadline + staticcall PARAMS.reveal_window()
+    # The draw that picks nodes is fixed here, after the input hash is committed.
+    seed: bytes32 = keccak256(abi_encode(block.prevrandao, job_id, self))
+    self.jobs[job_id] = Job(
+        requester=msg.sender,
+        model_id=model_id,
+        model_owner=owner,
+        input_hash=input_hash,
+        mode=mode,
+        k=k,
+        escrow=escrow,
+        seed=seed,
+        requested_at=block.timestamp,
+        commit_deadline=commit_deadline,
+        reveal_deadline=reveal_deadline,
+        finalize_after=0,
+        state=STATE_OPEN,
+        seats=0,
+        reveals=0,
+        result=empty(bytes32),
+    )
+    self.total_escrow += escrow
+    if escrow > 0:
+        assert extcall TOKEN.transferFrom(msg.sender, self, escrow, default_return_value=True), "TransferFailed"
+    log JobRequested(
+        job_id=job_id,
+        requester=msg.sender,
+        model_id=model_id,
+        input_hash=input_hash,
+        mode=mode,
+        k=k,
+        escrow=escrow,
+        seed=seed,
+        commit_deadline=commit_deadline,
+        reveal_deadline=reveal_deadline,
+    )
+    return job_id
+
+
+@internal
+@view
+def _multiplier(job: Job) -> uint256:
+    # Widen the draw by doubling every selection round, so a job always finds nodes.
+    doublings: uint256 = min((block.timestamp - job.requested_at) // staticcall PARAMS.selection_round(), MAX_BOOST_SHIFT)
+    return (job.k * staticcall PARAMS.selection_oversample()) << doublings
+
+
+@external
+@view
+def is_eligible(job_id: uint256, node: address) -> bool:
+    """
+    @notice Whether `node` may take a seat (quorum) or sign the receipt (signed) of
+            `job_id` right now.
+    """
+    job: Job = self.jobs[job_id]
+    if job.state != STATE_OPEN:
+        return False
+    return staticcall NODES.is_eligible(node, job.model_id, job.seed, self._multiplier(job))
+
+
+@external
+@view
+def receipt_digest(job_id: uint256, output_hash: bytes32, node: address) -> bytes32:
+    """
+    @notice The EIP-712 digest a node signs for `job_id`.
+    """
+    return self._receipt_digest(job_id, output_hash, node)
+
+
+@internal
+@view
+def _receipt_digest(job_id: uint256, output_hash: bytes32, node: address) -> bytes32:
+    struct_hash: bytes32 = keccak256(
+        abi_encode(RECEIPT_TYPEHASH, job_id, self.jobs[job_id].model_id, self.jobs[job_id].input_hash, output_hash, node)
+    )
+    return eip712._hash_typed_data_v4(struct_hash)
+
+
+@external
+def commit(job_id: uint256, commitment: bytes32):
+    """
+    @notice Takes a seat in a quorum job by committing
+            keccak(abi_encode(output_hash, salt, msg.sender)).
+    """
+    job: Job = self.jobs[job_id]
+    assert job.state == STATE_OPEN, "JobNotOpen"
+    assert job.mode == MODE_QUORUM, "WrongMode"
+    assert block.timestamp < job.commit_deadline, "DeadlinePassed"
+    assert job.seats < job.k, "SeatsFull"
+    assert self.commitments[job_id][msg.sender] == empty(bytes32), "AlreadyCommitted"
+    assert commitment != empty(bytes32), "InvalidHash"
+    assert staticcall NODES.is_eligible(msg.sender, job.model_id, job.seed, self._multiplier(job)), "NotEligible"
+    self.commitments[job_id][msg.sender] = commitment
+    self.seat_holders[job_id].append(msg.sender)
+    self.jobs[job_id].seats = job.seats + 1
+    extcall NODES.assign(msg.sender)
+    log JobCommitted(job_id=job_id, node=msg.sender, commitment=commitment, seat=job.seats)
+    if job.seats + 1 == job.k:
+        log JobSealed(job_id=job_id)
+
+
+@external
+def reveal(job_id: uint256, output_hash: bytes32, salt: bytes32):
+    job: Job = self.jobs[job_id]
+    assert job.state == STATE_OPEN, "JobNotOpen"
+    assert job.mode == MODE_QUORUM, "WrongMode"
+    commitment: bytes32 = self.commitments[job_id][msg.sender]
+    assert commitment != empty(bytes32), "NotSeated"
+    assert self.revealed[job_id][msg.sender] == empty(bytes32), "AlreadyRevealed"
+    assert job.seats == job.k or block.timestamp >= job.commit_deadline, "RevealNotOpen"
+    assert block.timestamp < job.reveal_deadline, "DeadlinePassed"
+    assert output_hash != empty(bytes32), "InvalidHash"
+    assert keccak256(abi_encode(output_hash, salt, msg.sender)) == commitment, "CommitmentMismatch"
+    self.revealed[job_id][msg.sender] = output_hash
+    self.jobs[job_id].reveals = job.reveals + 1
+    log JobRevealed(job_id=job_id, node=msg.sender, output_hash=output_hash)
+
+
+@external
+def submit_receipt(job_id: uint256, output_hash: bytes32, node: address, signature: Bytes[65]):
+    """
+    @notice Settles a signed job with the node's EIP-712 receipt. Anyone may submit
+            it; the signer must be `node` and `node` must be eligible for the job.
+    """
+    job: Job = self.jobs[job_id]
+    assert job.state == STATE_OPEN, "JobNotOpen"
+    assert job.mode == MODE_SIGNED, "WrongMode"
+    assert block.timestamp < job.reveal_deadline, "DeadlinePassed"
+    assert output_hash != empty(bytes32), "InvalidHash"
+    assert len(signature) == 65, "InvalidSignature"
+    r: uint256 = extract32(signature, 0, output_type=uint256)
+    s: uint256 = extract32(signature, 32, output_type=uint256)
+    v: uint256 = convert(slice(signature, 64, 1), uint256)
+    assert s <= HALF_N, "MalleableSignature"
+    assert v == 27 or v == 28, "InvalidSignature"
+    signer: address = ecrecover(self._receipt_digest(job_id, output_hash, node), v, r, s)
+    assert signer != empty(address), "InvalidSignature"
+    assert signer == node, "WrongSigner"
+    assert staticcall NODES.is_eligible(node, job.model_id, job.seed, self._multiplier(job)), "NotEligible"
+    finalize_after: uint256 = block.timestamp + staticcall PARAMS.audit_window()
+    self.seat_holders[job_id].append(node)
+    self.revealed[job_id][node] = output_hash
+    self.jobs[job_id].seats = 1
+    self.jobs[job_id].reveals = 1
+    self.jobs[job_id].state = STATE_SUBMITTED
+    self.jobs[job_id].finalize_after = finalize_after
+    extcall NODES.assign(node)
+    log ReceiptSubmitted(job_id=job_id, node=node, output_hash=output_hash, finalize_after=finalize_after)
+
+
+@internal
+def _refund(job_id: uint256, job: Job):
+    self.jobs[job_id].state = STATE_REFUNDED
+    self.total_escrow -= job.escrow
+    self.total_owed += job.escrow
+    self.owed[job.requester] += job.escrow
+    log JobRefunded(job_id=job_id, requester=job.requester, amount=job.escrow)
+
+
+@internal
+def _pay(job_id: uint256, job: Job, output_hash: bytes32, winners: DynArray[address, MAX_SEATS]):
+    owner_amount: uint256 = job.escrow * staticcall PARAMS.owner_bps() // BPS
+    treasury_amount: uint256 = job.escrow * staticcall PARAMS.treasury_bps() // BPS
+    node_pool: uint256 = job.escrow - owner_amount - treasury_amount
+    per_node: uint256 = node_pool // len(winners)
+    # Integer-division dust goes to the treasury so the split adds up exactly.
+    treasury_amount += node_pool - per_node * len(winners)
+    for w: address in winners:
+        self.owed[w] += per_node
+    self.owed[job.model_owner] += owner_amount
+    self.owed[staticcall PARAMS.treasury()] += treasury_amount
+    self.jobs[job_id].state = STATE_PAID
+    self.jobs[job_id].result = output_hash
+    self.total_escrow -= job.escrow
+    self.total_owed += job.escrow
+    log JobPaid(
+        job_id=job_id,
+        output_hash=output_hash,
+        winners=len(winners),
+        node_amount=per_node,
+        owner_amount=owner_amount,
+        treasury_amount=treasury_amount,
+    )
+
+
+@internal
+def _penalize(job_id: uint256, node: address, reason: uint256, bps: uint256, treasury: address):
+    amount: uint256 = extcall NODES.slash(node, bps, treasury)
+    log NodePenalized(job_id=job_id, node=node, reason=reason, amount=amount)
+
+
+@external
+@view
+def finalizable(job_id: uint256) -> bool:
+    return self._finalizable(self.jobs[job_id])
+
+
+@internal
+@view
+def _finalizable(job: Job) -> bool:
+    if job.state == STATE_SUBMITTED:
+        return block.timestamp >= job.finalize_after
+    if job.state != STATE_OPEN:
+        return False
+    if block.timestamp >= job.reveal_deadline:
+        return True
+    # A quorum job whose every seated node has revealed need not wait.
+    return job.mode == MODE_QUORUM and job.seats > 0 and job.reveals == job.seats and (
+        job.seats == job.k or block.timestamp >= job.commit_deadline
+    )
+
+
+@external
+def finalize(job_id: uint256):
+    """
+    @notice Ends a job in PAID or REFUNDED. Anyone may call it once the job is
+            finalizable (see `finalizable`).
+    """
+    job: Job = self.jobs[job_id]
+    assert job.state == STATE_OPEN or job.state == STATE_SUBMITTED, "JobNotOpen"
+    assert self._finalizable(job), "TooEarly"
+    holders: DynArray[address, MAX_SEATS] = self.seat_holders[job_id]
+
+    if job.state == STATE_SUBMITTED:
+        self._pay(job_id, job, self.revealed[job_id][holders[0]], holders)
+        extcall NODES.release(holders[0])
+        return
+
+    # Open job past its deadline, or a quorum whose seats have all revealed.
+    votes: DynArray[bytes32, MAX_SEATS] = []
+    for h: address in holders:
+        votes.append(self.revealed[job_id][h])
+    majority: bytes32 = empty(bytes32)
+    need: uint256 = job.k // 2 + 1
+    for i: uint256 in range(len(votes), bound=MAX_SEATS):
+        if votes[i] == empty(bytes32):
+            continue
+        count: uint256 = 0
+        for j: uint256 in range(len(votes), bound=MAX_SEATS):
+            if votes[j] == votes[i]:
+                count += 1
+        if count >= need:
+            majority = votes[i]
+            break
+
+    treasury: address = staticcall PARAMS.treasury()
+    winners: DynArray[address, MAX_SEATS] = []
+    for i: uint256 in range(len(holders), bound=MAX_SEATS):
+        if majority != empty(bytes32) and votes[i] == majority:
+            winners.append(holders[i])
+        elif votes[i] == empty(bytes32):
+            self._penalize(job_id, holders[i], PENALTY_NO_SHOW, staticcall PARAMS.slash_noshow_bps(), treasury)
+        elif majority != empty(bytes32):
+            self._penalize(job_id, holders[i], PENALTY_WRONG, staticcall PARAMS.slash_fault_bps(), treasury)
+        extcall NODES.release(holders[i])
+
+    if majority != empty(bytes32):
+        self._pay(job_id, job, majority, winners)
+    else:
+        self._refund(job_id, job)
+
+
+@external
+def withdraw() -> uint256:
+    """
+    @notice Sends the caller everything the market owes them (fees or refunds).
+    """
+    amount: uint256 = self.owed[msg.sender]
+    assert amount > 0, "NothingToWithdraw"
+    self.owed[msg.sender] = 0
+    self.total_owed -= amount
+    assert extcall TOKEN.transfer(msg.sender, amount, default_return_value=True), "TransferFailed"
+    log Withdrawn(account=msg.sender, amount=amount)
+    return amount
+
+
+@external
+@view
+def seats_of(job_id: uint256) -> DynArray[address, MAX_SEATS]:
+    return self.seat_holders[job_id]

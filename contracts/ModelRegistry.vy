@@ -1,0 +1,179 @@
+# pragma version ~=0.4.3
+"""
+@title Verinet model registry
+@notice Anchors published models on-chain: the binary CIDv1 of the model file and of
+        its manifest, the owner who earns a share of every fee, the fee per execution
+        and the verification modes the manifest allows.
+        Every version is its own model id; versions of one model share a `family`
+        (the id of the first version) and `latest[family]` points at the newest.
+        A deprecated model accepts no new jobs; jobs already requested finish.
+        Reverts carry a reason code equal to a Verinet exception name.
+"""
+
+MAX_CID: constant(uint256) = 64
+# Verification modes, as a bit set: signed, quorum, optimistic, zk.
+MODE_SIGNED: constant(uint256) = 1
+MODE_QUORUM: constant(uint256) = 2
+MODE_OPTIMISTIC: constant(uint256) = 4
+MODE_ZK: constant(uint256) = 8
+ALL_MODES: constant(uint256) = 15
+
+
+struct Model:
+    owner: address
+    model_cid: Bytes[MAX_CID]
+    manifest_cid: Bytes[MAX_CID]
+    fee: uint256
+    modes: uint256
+    version: uint256
+    family: uint256
+    deprecated: bool
+
+
+models: public(HashMap[uint256, Model])
+latest: public(HashMap[uint256, uint256])
+model_count: public(uint256)
+
+
+event ModelPublished:
+    model_id: indexed(uint256)
+    owner: indexed(address)
+    family: indexed(uint256)
+    version: uint256
+    model_cid: Bytes[MAX_CID]
+    manifest_cid: Bytes[MAX_CID]
+    fee: uint256
+    modes: uint256
+
+event ModelDeprecated:
+    model_id: indexed(uint256)
+
+event ModelFeeChanged:
+    model_id: indexed(uint256)
+    fee: uint256
+
+event ModelOwnerChanged:
+    model_id: indexed(uint256)
+    owner: indexed(address)
+
+
+@internal
+@pure
+def _check_cid(cid: Bytes[MAX_CID]):
+    # CIDv1: version byte 0x01, a codec varint, then a multihash of at least
+    # code + length + 32 digest bytes.
+    assert len(cid) >= 36 and convert(slice(cid, 0, 1), bytes1) == 0x01, "InvalidCid"
+
+
+@internal
+def _store(
+    owner: address,
+    model_cid: Bytes[MAX_CID],
+    manifest_cid: Bytes[MAX_CID],
+    fee: uint256,
+    modes: uint256,
+    version: uint256,
+    family: uint256,
+) -> uint256:
+    self._check_cid(model_cid)
+    self._check_cid(manifest_cid)
+    assert modes != 0 and modes & ALL_MODES == modes, "InvalidModes"
+    model_id: uint256 = self.model_count + 1
+    self.model_count = model_id
+    fam: uint256 = family
+    if fam == 0:
+        fam = model_id
+    self.models[model_id] = Model(
+        owner=owner,
+        model_cid=model_cid,
+        manifest_cid=manifest_cid,
+        fee=fee,
+        modes=modes,
+        version=version,
+        family=fam,
+        deprecated=False,
+    )
+    self.latest[fam] = model_id
+    log ModelPublished(
+        model_id=model_id,
+        owner=owner,
+        family=fam,
+        version=version,
+        model_cid=model_cid,
+        manifest_cid=manifest_cid,
+        fee=fee,
+        modes=modes,
+    )
+    return model_id
+
+
+@external
+def publish(model_cid: Bytes[MAX_CID], manifest_cid: Bytes[MAX_CID], fee: uint256, modes: uint256) -> uint256:
+    """
+    @notice Publishes version 1 of a new model owned by the caller; returns its id.
+    """
+    return self._store(msg.sender, model_cid, manifest_cid, fee, modes, 1, 0)
+
+
+@external
+def publish_version(
+    previous_id: uint256, model_cid: Bytes[MAX_CID], manifest_cid: Bytes[MAX_CID], fee: uint256, modes: uint256
+) -> uint256:
+    """
+    @notice Publishes the next version of the family of `previous_id`, which must be
+            its latest version. The previous version stays usable until deprecated.
+    """
+    prev_owner: address = self.models[previous_id].owner
+    assert prev_owner != empty(address), "UnknownModel"
+    assert prev_owner == msg.sender, "NotModelOwner"
+    family: uint256 = self.models[previous_id].family
+    assert self.latest[family] == previous_id, "NotLatestVersion"
+    return self._store(
+        msg.sender, model_cid, manifest_cid, fee, modes, self.models[previous_id].version + 1, family
+    )
+
+
+@internal
+@view
+def _only_model_owner(model_id: uint256):
+    owner: address = self.models[model_id].owner
+    assert owner != empty(address), "UnknownModel"
+    assert owner == msg.sender, "NotModelOwner"
+
+
+@external
+def deprecate(model_id: uint256):
+    self._only_model_owner(model_id)
+    assert not self.models[model_id].deprecated, "ModelDeprecated"
+    self.models[model_id].deprecated = True
+    log ModelDeprecated(model_id=model_id)
+
+
+@external
+def set_fee(model_id: uint256, fee: uint256):
+    self._only_model_owner(model_id)
+    self.models[model_id].fee = fee
+    log ModelFeeChanged(model_id=model_id, fee=fee)
+
+
+@external
+def set_model_owner(model_id: uint256, owner: address):
+    self._only_model_owner(model_id)
+    assert owner != empty(address), "ZeroAddress"
+    self.models[model_id].owner = owner
+    log ModelOwnerChanged(model_id=model_id, owner=owner)
+
+
+@external
+@view
+def terms(model_id: uint256) -> (address, uint256, uint256, bool):
+    """
+    @notice What the market needs to price a job, without copying the CIDs:
+            (owner, fee, modes, deprecated). The owner is empty for an unknown id.
+    """
+    return (
+        self.models[model_id].owner,
+        self.models[model_id].fee,
+        self.models[model_id].modes,
+        self.models[model_id].deprecated,
+    )
