@@ -1,0 +1,376 @@
+"""Typed wrappers for every Verinet contract, the same on every `Chain` backend.
+
+Views return Python values (dataclasses for structs); transactions take a keyword
+`sender` and return the `TxReceipt` (plus the new id where one is created). Reverts
+raise the `verinet.errors.ContractRevert` subclass named by the contract's reason code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+
+from verinet.chain._abi import BoundContract
+from verinet.chain._backend import TxReceipt
+from verinet.protocol.receipts import Receipt
+from verinet.protocol.types import (
+    Job,
+    JobState,
+    Mode,
+    ModelInfo,
+    NodeInfo,
+    ParamsSnapshot,
+)
+from verinet.types import Address, Hash32, JobId, ModelId, Wei
+
+
+class Token(BoundContract):
+    """VNET: snekmate ERC-20 with EIP-2612 permit."""
+
+    NAME = "Token"
+    PERMIT_TYPES = {
+        "Permit": [
+            {"name": "owner", "type": "address"},
+            {"name": "spender", "type": "address"},
+            {"name": "value", "type": "uint256"},
+            {"name": "nonce", "type": "uint256"},
+            {"name": "deadline", "type": "uint256"},
+        ]
+    }
+
+    def name(self) -> str:
+        return str(self._call("name"))
+
+    def symbol(self) -> str:
+        return str(self._call("symbol"))
+
+    def decimals(self) -> int:
+        return int(self._call("decimals"))
+
+    def total_supply(self) -> Wei:
+        return Wei(self._call("totalSupply"))
+
+    def balance_of(self, account: Address) -> Wei:
+        return Wei(self._call("balanceOf", account))
+
+    def allowance(self, owner: Address, spender: Address) -> Wei:
+        return Wei(self._call("allowance", owner, spender))
+
+    def nonces(self, owner: Address) -> int:
+        return int(self._call("nonces", owner))
+
+    def approve(self, spender: Address, amount: Wei, *, sender: Address) -> TxReceipt:
+        return self._send("approve", spender, amount, sender=sender)
+
+    def transfer(self, to: Address, amount: Wei, *, sender: Address) -> TxReceipt:
+        return self._send("transfer", to, amount, sender=sender)
+
+    def transfer_from(self, owner: Address, to: Address, amount: Wei, *, sender: Address) -> TxReceipt:
+        return self._send("transferFrom", owner, to, amount, sender=sender)
+
+    def mint(self, to: Address, amount: Wei, *, sender: Address) -> TxReceipt:
+        """Only while the deployer kept the minter role (devnet faucets)."""
+        return self._send("mint", to, amount, sender=sender)
+
+    def sign_permit(
+        self, owner: LocalAccount, spender: Address, value: Wei, deadline: int
+    ) -> tuple[int, bytes, bytes]:
+        """EIP-2612 permit signed by `owner`: (v, r, s) for `permit`."""
+        signed = owner.sign_typed_data(
+            domain_data={
+                "name": "Verinet",
+                "version": "1",
+                "chainId": self.chain.chain_id,
+                "verifyingContract": self.address,
+            },
+            message_types=self.PERMIT_TYPES,
+            message_data={
+                "owner": owner.address,
+                "spender": spender,
+                "value": value,
+                "nonce": self.nonces(Address(owner.address)),
+                "deadline": deadline,
+            },
+        )
+        return signed.v, signed.r.to_bytes(32, "big"), signed.s.to_bytes(32, "big")
+
+    def permit(
+        self,
+        owner: Address,
+        spender: Address,
+        value: Wei,
+        deadline: int,
+        v: int,
+        r: bytes,
+        s: bytes,
+        *,
+        sender: Address,
+    ) -> TxReceipt:
+        return self._send("permit", owner, spender, value, deadline, v, r, s, sender=sender)
+
+
+class Params(BoundContract):
+    """The protocol's tunable numbers."""
+
+    NAME = "Params"
+    _FIELDS = (
+        "min_stake",
+        "commit_window",
+        "reveal_window",
+        "audit_window",
+        "challenge_window",
+        "unbonding_delay",
+        "min_quorum",
+        "max_quorum",
+        "selection_oversample",
+        "selection_round",
+        "slash_fault_bps",
+        "slash_noshow_bps",
+        "owner_bps",
+        "treasury_bps",
+        "treasury",
+    )
+
+    def snapshot(self) -> ParamsSnapshot:
+        values: dict[str, Any] = {f: self._call(f) for f in self._FIELDS}
+        return ParamsSnapshot(**values)
+
+    def owner(self) -> Address:
+        return Address(self._call("owner"))
+
+    def set_min_stake(self, amount: Wei, *, sender: Address) -> TxReceipt:
+        return self._send("set_min_stake", amount, sender=sender)
+
+    def set_windows(
+        self, commit: int, reveal: int, audit: int, challenge: int, unbonding: int, *, sender: Address
+    ) -> TxReceipt:
+        return self._send("set_windows", commit, reveal, audit, challenge, unbonding, sender=sender)
+
+    def set_quorum_bounds(self, min_k: int, max_k: int, *, sender: Address) -> TxReceipt:
+        return self._send("set_quorum_bounds", min_k, max_k, sender=sender)
+
+    def set_selection(self, oversample: int, round_seconds: int, *, sender: Address) -> TxReceipt:
+        return self._send("set_selection", oversample, round_seconds, sender=sender)
+
+    def set_slash(self, fault_bps: int, noshow_bps: int, *, sender: Address) -> TxReceipt:
+        return self._send("set_slash", fault_bps, noshow_bps, sender=sender)
+
+    def set_fee_split(self, owner_bps: int, treasury_bps: int, *, sender: Address) -> TxReceipt:
+        return self._send("set_fee_split", owner_bps, treasury_bps, sender=sender)
+
+    def set_treasury(self, treasury: Address, *, sender: Address) -> TxReceipt:
+        return self._send("set_treasury", treasury, sender=sender)
+
+    def transfer_ownership(self, new_owner: Address, *, sender: Address) -> TxReceipt:
+        return self._send("transfer_ownership", new_owner, sender=sender)
+
+
+class NodeRegistry(BoundContract):
+    """Node registration, stake, unbonding, slashing and sortition."""
+
+    NAME = "NodeRegistry"
+
+    def node(self, address: Address) -> NodeInfo:
+        registered, endpoint, stake, unbonding, unbond_at, open_, slashed = self._call("nodes", address)
+        return NodeInfo(
+            address=address,
+            registered=registered,
+            endpoint=endpoint,
+            stake=Wei(stake),
+            unbonding=Wei(unbonding),
+            unbond_at=unbond_at,
+            open_assignments=open_,
+            slashed=Wei(slashed),
+        )
+
+    def serves(self, node: Address, model_id: ModelId) -> bool:
+        return bool(self._call("serves", node, model_id))
+
+    def is_protocol(self, target: Address) -> bool:
+        return bool(self._call("protocol", target))
+
+    def total_stake(self) -> Wei:
+        return Wei(self._call("total_stake"))
+
+    def total_bonded(self) -> Wei:
+        return Wei(self._call("total_bonded"))
+
+    def node_count(self) -> int:
+        return int(self._call("node_count"))
+
+    def bonded(self, node: Address) -> Wei:
+        return Wei(self._call("bonded", node))
+
+    def is_eligible(self, node: Address, model_id: ModelId, seed: Hash32, multiplier: int) -> bool:
+        return bool(self._call("is_eligible", node, model_id, seed, multiplier))
+
+    def set_protocol(self, target: Address, allowed: bool, *, sender: Address) -> TxReceipt:
+        return self._send("set_protocol", target, allowed, sender=sender)
+
+    def register(self, endpoint: str, *, sender: Address) -> TxReceipt:
+        return self._send("register", endpoint, sender=sender)
+
+    def set_endpoint(self, endpoint: str, *, sender: Address) -> TxReceipt:
+        return self._send("set_endpoint", endpoint, sender=sender)
+
+    def set_serving(self, model_ids: list[ModelId], serving: bool, *, sender: Address) -> TxReceipt:
+        return self._send("set_serving", model_ids, serving, sender=sender)
+
+    def stake(self, amount: Wei, *, sender: Address) -> TxReceipt:
+        return self._send("stake", amount, sender=sender)
+
+    def request_unstake(self, amount: Wei, *, sender: Address) -> TxReceipt:
+        return self._send("request_unstake", amount, sender=sender)
+
+    def withdraw(self, *, sender: Address) -> TxReceipt:
+        return self._send("withdraw", sender=sender)
+
+
+class ModelRegistry(BoundContract):
+    """Published models: CIDs, owner, fee and allowed modes."""
+
+    NAME = "ModelRegistry"
+
+    def model(self, model_id: ModelId) -> ModelInfo:
+        owner, model_cid, manifest_cid, fee, modes, version, family, deprecated = self._call(
+            "models", model_id
+        )
+        return ModelInfo(
+            model_id=model_id,
+            owner=owner,
+            model_cid=model_cid,
+            manifest_cid=manifest_cid,
+            fee=Wei(fee),
+            modes=Mode(modes),
+            version=version,
+            family=ModelId(family),
+            deprecated=deprecated,
+        )
+
+    def latest(self, family: ModelId) -> ModelId:
+        return ModelId(self._call("latest", family))
+
+    def model_count(self) -> int:
+        return int(self._call("model_count"))
+
+    def _created(self, receipt: TxReceipt) -> ModelId:
+        (event,) = self.events(receipt, "ModelPublished")
+        return ModelId(event.args["model_id"])
+
+    def publish(
+        self, model_cid: bytes, manifest_cid: bytes, fee: Wei, modes: Mode, *, sender: Address
+    ) -> tuple[ModelId, TxReceipt]:
+        receipt = self._send("publish", model_cid, manifest_cid, fee, int(modes), sender=sender)
+        return self._created(receipt), receipt
+
+    def publish_version(
+        self,
+        previous_id: ModelId,
+        model_cid: bytes,
+        manifest_cid: bytes,
+        fee: Wei,
+        modes: Mode,
+        *,
+        sender: Address,
+    ) -> tuple[ModelId, TxReceipt]:
+        receipt = self._send(
+            "publish_version", previous_id, model_cid, manifest_cid, fee, int(modes), sender=sender
+        )
+        return self._created(receipt), receipt
+
+    def deprecate(self, model_id: ModelId, *, sender: Address) -> TxReceipt:
+        return self._send("deprecate", model_id, sender=sender)
+
+    def set_fee(self, model_id: ModelId, fee: Wei, *, sender: Address) -> TxReceipt:
+        return self._send("set_fee", model_id, fee, sender=sender)
+
+    def set_model_owner(self, model_id: ModelId, owner: Address, *, sender: Address) -> TxReceipt:
+        return self._send("set_model_owner", model_id, owner, sender=sender)
+
+
+class InferenceMarket(BoundContract):
+    """Job escrow, commit-reveal quorums, signed receipts, settlement."""
+
+    NAME = "InferenceMarket"
+
+    def job(self, job_id: JobId) -> Job:
+        v = self._call("jobs", job_id)
+        return Job(
+            job_id=job_id,
+            requester=v[0],
+            model_id=ModelId(v[1]),
+            model_owner=v[2],
+            input_hash=Hash32(v[3]),
+            mode=Mode(v[4]) if v[4] else Mode(0),
+            k=v[5],
+            escrow=Wei(v[6]),
+            seed=Hash32(v[7]),
+            requested_at=v[8],
+            commit_deadline=v[9],
+            reveal_deadline=v[10],
+            finalize_after=v[11],
+            state=JobState(v[12]),
+            seats=v[13],
+            reveals=v[14],
+            result=Hash32(v[15]),
+        )
+
+    def seats_of(self, job_id: JobId) -> list[Address]:
+        return list(self._call("seats_of", job_id))
+
+    def commitment_of(self, job_id: JobId, node: Address) -> Hash32:
+        return Hash32(self._call("commitments", job_id, node))
+
+    def revealed_by(self, job_id: JobId, node: Address) -> Hash32:
+        return Hash32(self._call("revealed", job_id, node))
+
+    def owed(self, account: Address) -> Wei:
+        return Wei(self._call("owed", account))
+
+    def job_count(self) -> int:
+        return int(self._call("job_count"))
+
+    def total_escrow(self) -> Wei:
+        return Wei(self._call("total_escrow"))
+
+    def total_owed(self) -> Wei:
+        return Wei(self._call("total_owed"))
+
+    def is_eligible(self, job_id: JobId, node: Address) -> bool:
+        return bool(self._call("is_eligible", job_id, node))
+
+    def finalizable(self, job_id: JobId) -> bool:
+        return bool(self._call("finalizable", job_id))
+
+    def receipt_digest(self, job_id: JobId, output_hash: Hash32, node: Address) -> Hash32:
+        return Hash32(self._call("receipt_digest", job_id, output_hash, node))
+
+    def request(
+        self, model_id: ModelId, input_hash: Hash32, mode: Mode, k: int, *, sender: Address
+    ) -> tuple[JobId, TxReceipt]:
+        receipt = self._send("request", model_id, input_hash, int(mode), k, sender=sender)
+        (event,) = self.events(receipt, "JobRequested")
+        return JobId(event.args["job_id"]), receipt
+
+    def commit(self, job_id: JobId, commitment: Hash32, *, sender: Address) -> TxReceipt:
+        return self._send("commit", job_id, commitment, sender=sender)
+
+    def reveal(self, job_id: JobId, output_hash: Hash32, salt: bytes, *, sender: Address) -> TxReceipt:
+        return self._send("reveal", job_id, output_hash, salt, sender=sender)
+
+    def submit_receipt(self, receipt: Receipt, *, sender: Address) -> TxReceipt:
+        return self._send(
+            "submit_receipt",
+            receipt.job_id,
+            receipt.output_hash,
+            receipt.node,
+            receipt.signature,
+            sender=sender,
+        )
+
+    def finalize(self, job_id: JobId, *, sender: Address) -> TxReceipt:
+        return self._send("finalize", job_id, sender=sender)
+
+    def withdraw(self, *, sender: Address) -> TxReceipt:
+        return self._send("withdraw", sender=sender)

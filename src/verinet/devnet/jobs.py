@@ -1,0 +1,100 @@
+"""Drive whole jobs through the market by hand (no node daemon yet): request, commit,
+reveal or sign, finalize. The tour, the benchmarks and the tests use these.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from eth_account.signers.local import LocalAccount
+from eth_utils import keccak
+
+from verinet.chain._backend import TxReceipt
+from verinet.devnet.bootstrap import Network
+from verinet.protocol.receipts import sign_receipt
+from verinet.protocol.rules import commitment
+from verinet.protocol.types import Job, Mode
+from verinet.types import Address, Hash32, JobId
+
+
+@dataclass(slots=True)
+class JobRun:
+    """A job driven to its end, with every transaction it took."""
+
+    job_id: JobId
+    job: Job | None = None
+    transactions: list[tuple[str, TxReceipt]] = field(default_factory=list)
+
+    @property
+    def gas(self) -> int:
+        return sum(r.gas_used for _, r in self.transactions)
+
+
+def _eligible(net: Network, job_id: JobId, want: int) -> list[LocalAccount]:
+    """Nodes drawn for the job; moves the clock a selection round at a time until enough are."""
+    market, params = net.deployment.market, net.deployment.params
+    round_seconds = params.snapshot().selection_round
+    for _ in range(20):
+        drawn = [n for n in net.nodes if market.is_eligible(job_id, Address(n.address))]
+        if len(drawn) >= want:
+            return drawn[:want]
+        net.chain.advance_time(round_seconds)
+    raise RuntimeError(f"fewer than {want} nodes were ever drawn for job {job_id}")
+
+
+def run_signed(net: Network, client: LocalAccount, input_hash: Hash32, output_hash: Hash32) -> JobRun:
+    """A signed job: one drawn node signs an EIP-712 receipt, the client submits it, then finalize."""
+    d = net.deployment
+    sender = Address(client.address)
+    job_id, receipt = d.market.request(net.model_id, input_hash, Mode.SIGNED, 1, sender=sender)
+    run = JobRun(job_id, transactions=[("request", receipt)])
+    (node,) = _eligible(net, job_id, 1)
+    signed = sign_receipt(
+        node,
+        chain_id=net.chain.chain_id,
+        market=d.market.address,
+        job_id=job_id,
+        model_id=net.model_id,
+        input_hash=input_hash,
+        output_hash=output_hash,
+    )
+    run.transactions.append(("submit_receipt", d.market.submit_receipt(signed, sender=sender)))
+    run.transactions.append(("finalize", d.market.finalize(job_id, sender=sender)))
+    run.job = d.market.job(job_id)
+    return run
+
+
+def run_quorum(
+    net: Network,
+    client: LocalAccount,
+    input_hash: Hash32,
+    k: int,
+    answer: Callable[[int], Hash32 | None],
+) -> JobRun:
+    """A quorum(k) job: k drawn nodes commit, then reveal `answer(seat)` (None: no-show).
+
+    When some seat does not reveal, the clock is moved past the reveal deadline before
+    finalize, as it would be in real time.
+    """
+    d = net.deployment
+    sender = Address(client.address)
+    job_id, receipt = d.market.request(net.model_id, input_hash, Mode.QUORUM, k, sender=sender)
+    run = JobRun(job_id, transactions=[("request", receipt)])
+    seated = _eligible(net, job_id, k)
+    salts = [os.urandom(32) for _ in seated]
+    answers: Sequence[Hash32 | None] = [answer(i) for i in range(len(seated))]
+    for node, salt, out in zip(seated, salts, answers, strict=True):
+        c = commitment(out or Hash32(keccak(b"never revealed")), salt, Address(node.address))
+        run.transactions.append(("commit", d.market.commit(job_id, c, sender=Address(node.address))))
+    for node, salt, out in zip(seated, salts, answers, strict=True):
+        if out is not None:
+            tx = d.market.reveal(job_id, out, salt, sender=Address(node.address))
+            run.transactions.append(("reveal", tx))
+    if not d.market.finalizable(job_id):
+        job = d.market.job(job_id)
+        net.chain.advance_time(max(0, job.reveal_deadline - net.chain.timestamp()) + 1)
+    run.transactions.append(("finalize", d.market.finalize(job_id, sender=sender)))
+    run.job = d.market.job(job_id)
+    return run

@@ -1,0 +1,171 @@
+"""Every error Verinet raises, in one tree.
+
+```
+VerinetError
+├── ConfigError                      (ValueError)   fix the configuration and retry
+├── TransientError                                   retry with backoff
+│   └── ChainUnavailable             (ConnectionError)
+├── ProtocolViolation                                a peer broke the rules: reject or slash
+│   ├── InvalidReceipt               (ValueError)
+│   │   ├── ReceiptWrongDomain
+│   │   ├── ReceiptMalleable
+│   │   └── ReceiptWrongSigner
+│   └── CommitmentMismatchError      (ValueError)
+└── ContractRevert                                   the chain refused a transaction
+    ├── ContractRevert subclasses, one per reason code the contracts use
+    │   (NotEligible, OpenAssignments, TooEarly, ... see REVERT_REASONS)
+    └── UnknownRevert                                revert data we could not decode
+```
+
+Contract reverts are decoded from the revert data (ABI `Error(string)`) and the reason
+string is looked up as a whole in `REVERT_REASONS`; nothing matches on substrings.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class VerinetError(Exception):
+    """Root of every error Verinet raises."""
+
+
+class ConfigError(VerinetError, ValueError):
+    """The configuration is wrong; the message says which setting and how to fix it."""
+
+
+class TransientError(VerinetError):
+    """Something outside our control failed; retrying later may succeed."""
+
+
+class ChainUnavailable(TransientError, ConnectionError):
+    """The chain's JSON-RPC endpoint did not answer."""
+
+
+class ProtocolViolation(VerinetError):
+    """A peer sent something the protocol forbids."""
+
+
+class InvalidReceipt(ProtocolViolation, ValueError):
+    """An EIP-712 receipt failed verification."""
+
+
+class ReceiptWrongDomain(InvalidReceipt):
+    """The receipt was signed for another chain or another market contract."""
+
+
+class ReceiptMalleable(InvalidReceipt):
+    """The signature's s value is in the upper half of the curve order (malleable twin)."""
+
+
+class ReceiptWrongSigner(InvalidReceipt):
+    """The receipt's signature does not recover to the node it names."""
+
+
+class CommitmentMismatchError(ProtocolViolation, ValueError):
+    """A reveal does not open the commitment made earlier."""
+
+
+class ContractRevert(VerinetError):
+    """A contract refused the transaction; `reason` is the contract's reason code."""
+
+    reason: ClassVar[str] = ""
+    hint: ClassVar[str] = ""
+
+    def __init__(self, message: str | None = None) -> None:
+        text = message or self.reason
+        if self.hint:
+            text = f"{text}: {self.hint}"
+        super().__init__(text)
+
+
+class UnknownRevert(ContractRevert):
+    """Revert data that is not a known reason code (or empty: out of gas, bad opcode)."""
+
+    def __init__(self, data: bytes, message: str | None = None) -> None:
+        self.data = data
+        super().__init__(message or f"transaction reverted (revert data 0x{data.hex()})")
+
+
+def _revert(reason: str, hint: str, doc: str) -> type[ContractRevert]:
+    cls = type(reason, (ContractRevert,), {"reason": reason, "hint": hint, "__doc__": doc})
+    cls.__module__ = __name__
+    return cls
+
+
+# Reason code → (what to do about it). The contracts revert with exactly these strings.
+_REASONS: dict[str, str] = {
+    "ZeroAddress": "pass a non-zero address",
+    "InvalidParam": "the parameter is outside its allowed range (see Params)",
+    "UnbondingTooShort": "unbonding_delay must exceed commit+reveal+audit+challenge windows",
+    "NotOwner": "only the contract owner may call this",
+    "NotProtocol": "only registered protocol contracts may call this",
+    "AlreadyRegistered": "this address already has a node; use set_endpoint to change it",
+    "InvalidEndpoint": "give a non-empty endpoint URL of at most 256 bytes",
+    "NotRegistered": "register the node first",
+    "ZeroAmount": "the amount must be greater than zero",
+    "TransferFailed": "the token transfer failed; check balance and allowance",
+    "OpenAssignments": "the node has open jobs; wait until they are finalized",
+    "InsufficientStake": "the amount exceeds the node's active stake",
+    "NothingToWithdraw": "there is nothing to withdraw",
+    "StillUnbonding": "the unbonding delay has not passed yet",
+    "InvalidCid": "pass a binary CIDv1 (version byte 0x01, sha2-256 multihash)",
+    "InvalidModes": "modes is a non-empty bit set of signed=1, quorum=2, optimistic=4, zk=8",
+    "UnknownModel": "no model has this id",
+    "NotModelOwner": "only the model's owner may do this",
+    "NotLatestVersion": "new versions must follow the latest version of the model",
+    "ModelDeprecated": "the model is deprecated; use its latest version",
+    "ModeNotAllowed": "the model's manifest does not allow this verification mode",
+    "InvalidQuorum": "signed jobs take k=1; quorum jobs take min_quorum <= k <= max_quorum",
+    "InvalidHash": "hashes must be non-zero",
+    "JobNotOpen": "the job is not open (unknown id, or already settled)",
+    "WrongMode": "this call does not apply to the job's verification mode",
+    "DeadlinePassed": "the job's deadline for this step has passed",
+    "SeatsFull": "all k seats of the quorum are taken",
+    "AlreadyCommitted": "this node already committed to the job",
+    "NotEligible": "the node was not drawn for this job (or lacks stake / the model)",
+    "NotSeated": "only nodes that committed may reveal",
+    "AlreadyRevealed": "this node already revealed",
+    "RevealNotOpen": "reveals open when all seats are taken or the commit deadline passed",
+    "CommitmentMismatch": "the reveal does not match the commitment (output hash, salt, node)",
+    "InvalidSignature": "the signature must be 65 bytes (r, s, v) with v in {27, 28}",
+    "MalleableSignature": "the signature's s is in the upper half order; normalise to low-s",
+    "WrongSigner": "the receipt was not signed by the node it names",
+    "TooEarly": "the job cannot be finalized yet; wait for its deadline or reveals",
+    "InsufficientAllowance": "approve the contract for at least the amount first",
+    "InsufficientBalance": "the balance is lower than the amount",
+    "PermitExpired": "the permit's deadline has passed; sign a new one",
+    "PermitInvalidSignature": "the permit was not signed by the owner",
+}
+
+# snekmate's modules revert with their own strings; map them to the same tree.
+_FOREIGN: dict[str, str] = {
+    "ownable: caller is not the owner": "NotOwner",
+    "erc20: insufficient allowance": "InsufficientAllowance",
+    "erc20: transfer amount exceeds balance": "InsufficientBalance",
+    "erc20: burn amount exceeds balance": "InsufficientBalance",
+    "erc20: expired deadline": "PermitExpired",
+    "erc20: invalid signature": "PermitInvalidSignature",
+    "ecdsa: invalid signature `s` value": "MalleableSignature",
+    "ecdsa: invalid signature": "InvalidSignature",
+    "erc20: transfer to the zero address": "ZeroAddress",
+    "erc20: approve to the zero address": "ZeroAddress",
+}
+
+REVERT_REASONS: dict[str, type[ContractRevert]] = {
+    reason: _revert(reason, hint, f"Contract reason code {reason!r}: {hint}.")
+    for reason, hint in _REASONS.items()
+}
+
+
+def revert_class(reason: str) -> type[ContractRevert] | None:
+    """The exception class for a contract's reason string, or None if it is not ours."""
+    return REVERT_REASONS.get(_FOREIGN.get(reason, reason))
+
+
+def __getattr__(name: str) -> type[ContractRevert]:
+    # `from verinet.errors import NotEligible` works for every reason code.
+    try:
+        return REVERT_REASONS[name]
+    except KeyError:
+        raise AttributeError(name) from None

@@ -1,0 +1,108 @@
+"""The protocol's values: modes, job states and the records the contracts keep.
+
+These mirror the Vyper structs field for field; `verinet.chain` decodes into them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum, IntFlag
+
+from verinet.types import Address, Hash32, JobId, ModelId, Wei
+
+BPS = 10_000
+MAX_SEATS = 15
+ZERO_HASH = Hash32(bytes(32))
+
+
+class Mode(IntFlag):
+    """Verification modes, as the bit set ModelRegistry stores."""
+
+    SIGNED = 1
+    QUORUM = 2
+    OPTIMISTIC = 4
+    ZK = 8
+
+
+class JobState(IntEnum):
+    NONE = 0
+    OPEN = 1
+    SUBMITTED = 2  # a signed job's receipt is in; paid after the audit window
+    PAID = 3
+    REFUNDED = 4
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobState.PAID, JobState.REFUNDED)
+
+
+class Penalty(IntEnum):
+    WRONG_OUTPUT = 1
+    NO_SHOW = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    job_id: JobId
+    requester: Address
+    model_id: ModelId
+    model_owner: Address
+    input_hash: Hash32
+    mode: Mode
+    k: int
+    escrow: Wei
+    seed: Hash32
+    requested_at: int
+    commit_deadline: int
+    reveal_deadline: int
+    finalize_after: int
+    state: JobState
+    seats: int
+    reveals: int
+    result: Hash32
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    address: Address
+    registered: bool
+    endpoint: str
+    stake: Wei
+    unbonding: Wei
+    unbond_at: int
+    open_assignments: int
+    slashed: Wei
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    model_id: ModelId
+    owner: Address
+    model_cid: bytes
+    manifest_cid: bytes
+    fee: Wei
+    modes: Mode
+    version: int
+    family: ModelId
+    deprecated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ParamsSnapshot:
+    """The on-chain Params at one moment."""
+
+    min_stake: Wei
+    commit_window: int
+    reveal_window: int
+    audit_window: int
+    challenge_window: int
+    unbonding_delay: int
+    min_quorum: int
+    max_quorum: int
+    selection_oversample: int
+    selection_round: int
+    slash_fault_bps: int
+    slash_noshow_bps: int
+    owner_bps: int
+    treasury_bps: int
+    treasury: Address
