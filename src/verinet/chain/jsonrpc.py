@@ -132,7 +132,10 @@ class JsonRpcChain:
 
     def logs(self, *, address: Address | None = None, from_block: int = 0) -> list[Log]:
         """Logs emitted from `from_block` to the latest block, oldest first."""
-        query: dict[str, Any] = {"fromBlock": hex(from_block), "toBlock": "latest"}
+        latest = self.block_number()
+        if from_block > latest:
+            return []  # anvil refuses a range that starts past the head
+        query: dict[str, Any] = {"fromBlock": hex(from_block), "toBlock": hex(latest)}
         if address is not None:
             query["address"] = address
         return [_log(raw) for raw in self._rpc("eth_getLogs", [query])]
@@ -200,7 +203,11 @@ class JsonRpcChain:
             tx_hash = self._sign_and_send(account, sender, fields)
         receipt = self._wait_for_receipt(tx_hash, sender)
         if _int(receipt["status"]) == 0:
-            self._raise_replayed({**call, "gas": hex(gas)}, _int(receipt["blockNumber"]))
+            # The same gas and fees, so out-of-gas and fee-dependent code fail alike.
+            limits = {
+                key: hex(fields[key]) for key in ("gas", "maxFeePerGas", "maxPriorityFeePerGas")
+            }
+            self._raise_replayed({**call, **limits}, _int(receipt["blockNumber"]))
         contract = receipt.get("contractAddress")
         return TxReceipt(
             tx_hash=TxHash(receipt["transactionHash"]),
@@ -279,7 +286,7 @@ class JsonRpcChain:
         if not self._dev:
             raise ConfigError(
                 f"{what}() needs a dev chain: {self._url} was not opened with dev=True "
-                "(only anvil supports evm_increaseTime, evm_snapshot and evm_revert)"
+                "(evm_increaseTime, evm_snapshot and evm_revert exist on dev nodes such as anvil)"
             )
 
     def _rpc(self, method: str, params: list[Any]) -> Any:
