@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from eth_utils import keccak
+from eth_utils.crypto import keccak
 
 from verinet.devnet.bootstrap import Network
 from verinet.protocol.types import JobState

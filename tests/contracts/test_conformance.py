@@ -61,7 +61,9 @@ def test_signed_job_pays_node_owner_and_treasury(any_net: Network) -> None:
 def test_quorum_majority_paid_minority_slashed(any_net: Network) -> None:
     d, client = any_net.deployment, any_net.clients[0]
     bonded_before = {addr(n): d.nodes.bonded(addr(n)) for n in any_net.nodes}
-    run = run_quorum(any_net, client, h("q-in"), 3, lambda seat: h("bad") if seat == 2 else h("good"))
+    run = run_quorum(
+        any_net, client, h("q-in"), 3, lambda seat: h("bad") if seat == 2 else h("good")
+    )
     assert run.job is not None and run.job.state is JobState.PAID
     assert run.job.result == h("good")
     seats = d.market.seats_of(run.job_id)
@@ -168,7 +170,9 @@ def test_unbonding_respects_open_jobs_and_delay(any_net: Network) -> None:
 def test_events_are_decoded_from_history(any_net: Network) -> None:
     d, client = any_net.deployment, any_net.clients[0]
     start = any_net.chain.block_number()
-    job_id, receipt = d.market.request(any_net.model_id, h("ev"), Mode.SIGNED, 1, sender=addr(client))
+    job_id, receipt = d.market.request(
+        any_net.model_id, h("ev"), Mode.SIGNED, 1, sender=addr(client)
+    )
     (event,) = d.market.history("JobRequested", from_block=start + 1)
     assert event.args["job_id"] == job_id
     assert event.args["requester"] == addr(client)

@@ -55,7 +55,10 @@ def _high_s(receipt: Receipt) -> Receipt:
 def test_honest_receipt_verifies_and_settles(net: Network) -> None:
     d = net.deployment
     job_id, receipt = _job_and_receipt(net)
-    assert verify_receipt(receipt, chain_id=net.chain.chain_id, market=d.market.address) == receipt.node
+    assert (
+        verify_receipt(receipt, chain_id=net.chain.chain_id, market=d.market.address)
+        == receipt.node
+    )
     d.market.submit_receipt(receipt, sender=addr(net.clients[0]))
     assert d.market.job(job_id).state is JobState.SUBMITTED
 

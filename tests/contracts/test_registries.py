@@ -33,7 +33,9 @@ pytestmark = pytest.mark.contracts
 
 
 def _spare(net: Network, i: int = 0) -> Address:
-    used = {a.address for a in (net.deployer, net.treasury, net.model_owner, *net.nodes, *net.clients)}
+    used = {
+        a.address for a in (net.deployer, net.treasury, net.model_owner, *net.nodes, *net.clients)
+    }
     return Address([a.address for a in net.chain.accounts if a.address not in used][i])
 
 
@@ -44,12 +46,16 @@ def test_permit_sets_allowance_without_a_transaction_from_the_owner(net: Network
     d, owner, spender = net.deployment, net.clients[0], net.clients[1]
     deadline = net.chain.timestamp() + 3600
     v, r, s = d.token.sign_permit(owner, d.market.address, Wei(5 * TOKEN), deadline)
-    d.token.permit(addr(owner), d.market.address, Wei(5 * TOKEN), deadline, v, r, s, sender=addr(spender))
+    d.token.permit(
+        addr(owner), d.market.address, Wei(5 * TOKEN), deadline, v, r, s, sender=addr(spender)
+    )
     assert d.token.allowance(addr(owner), d.market.address) == 5 * TOKEN
     assert d.token.nonces(addr(owner)) == 1
     # The same permit cannot be used twice: the nonce moved on.
     with pytest.raises(PermitInvalidSignature):
-        d.token.permit(addr(owner), d.market.address, Wei(5 * TOKEN), deadline, v, r, s, sender=addr(spender))
+        d.token.permit(
+            addr(owner), d.market.address, Wei(5 * TOKEN), deadline, v, r, s, sender=addr(spender)
+        )
 
 
 def test_expired_permit_is_refused(net: Network) -> None:
@@ -81,7 +87,10 @@ def test_params_only_owner_and_in_range(net: Network) -> None:
         p.set_quorum_bounds(3, 16, sender=owner)
     receipt = p.set_fee_split(2_000, 1_000, sender=owner)
     assert p.snapshot().owner_bps == 2_000
-    assert {e.args["name"] for e in p.events(receipt, "ParamsChanged")} == {"owner_bps", "treasury_bps"}
+    assert {e.args["name"] for e in p.events(receipt, "ParamsChanged")} == {
+        "owner_bps",
+        "treasury_bps",
+    }
 
 
 def test_unbonding_must_outlast_every_window(net: Network) -> None:
@@ -134,7 +143,9 @@ def test_under_min_stake_or_not_serving_is_never_eligible(net: Network) -> None:
     d, client, newcomer = net.deployment, net.clients[0], net.chain.accounts[-1]
     d.token.transfer(Address(newcomer.address), Wei(100 * TOKEN), sender=addr(net.deployer))
     floor = d.params.snapshot().min_stake
-    stake_node(d, newcomer, endpoint="http://127.0.0.1:9", stake=Wei(floor - 1), models=[net.model_id])
+    stake_node(
+        d, newcomer, endpoint="http://127.0.0.1:9", stake=Wei(floor - 1), models=[net.model_id]
+    )
     job_id, _ = d.market.request(net.model_id, h("e"), Mode.SIGNED, 1, sender=addr(client))
     for _ in range(17):  # past every selection round: the draw is now certain for staked nodes
         net.chain.advance_time(d.params.snapshot().selection_round)
@@ -149,12 +160,20 @@ def test_under_min_stake_or_not_serving_is_never_eligible(net: Network) -> None:
 
 def test_publish_versions_and_deprecate(net: Network) -> None:
     m, owner, other = net.deployment.models, addr(net.model_owner), addr(net.clients[0])
-    v1, _ = m.publish(placeholder_cid("a"), placeholder_cid("a.json"), Wei(7), Mode.SIGNED, sender=owner)
+    v1, _ = m.publish(
+        placeholder_cid("a"), placeholder_cid("a.json"), Wei(7), Mode.SIGNED, sender=owner
+    )
     with pytest.raises(NotModelOwner):
-        m.publish_version(v1, placeholder_cid("b"), placeholder_cid("b.json"), Wei(7), Mode.SIGNED, sender=other)
-    v2, _ = m.publish_version(v1, placeholder_cid("b"), placeholder_cid("b.json"), Wei(9), Mode.QUORUM, sender=owner)
+        m.publish_version(
+            v1, placeholder_cid("b"), placeholder_cid("b.json"), Wei(7), Mode.SIGNED, sender=other
+        )
+    v2, _ = m.publish_version(
+        v1, placeholder_cid("b"), placeholder_cid("b.json"), Wei(9), Mode.QUORUM, sender=owner
+    )
     with pytest.raises(NotLatestVersion):
-        m.publish_version(v1, placeholder_cid("c"), placeholder_cid("c.json"), Wei(9), Mode.QUORUM, sender=owner)
+        m.publish_version(
+            v1, placeholder_cid("c"), placeholder_cid("c.json"), Wei(9), Mode.QUORUM, sender=owner
+        )
     info = m.model(v2)
     assert (info.version, info.family, info.fee, info.modes) == (2, v1, 9, Mode.QUORUM)
     assert info.model_cid == placeholder_cid("b")
@@ -163,15 +182,25 @@ def test_publish_versions_and_deprecate(net: Network) -> None:
     with pytest.raises(ModelDeprecated):
         net.deployment.market.request(v1, h("x"), Mode.SIGNED, 1, sender=addr(net.clients[0]))
     with pytest.raises(UnknownModel):
-        net.deployment.market.request(ModelId(999), h("x"), Mode.SIGNED, 1, sender=addr(net.clients[0]))
+        net.deployment.market.request(
+            ModelId(999), h("x"), Mode.SIGNED, 1, sender=addr(net.clients[0])
+        )
 
 
 def test_publish_refuses_bad_cids_and_modes(net: Network) -> None:
     m, owner = net.deployment.models, addr(net.model_owner)
     with pytest.raises(InvalidCid):
-        m.publish(b"\x00" + placeholder_cid("x")[1:], placeholder_cid("m"), Wei(1), Mode.SIGNED, sender=owner)
+        m.publish(
+            b"\x00" + placeholder_cid("x")[1:],
+            placeholder_cid("m"),
+            Wei(1),
+            Mode.SIGNED,
+            sender=owner,
+        )
     with pytest.raises(InvalidCid):
-        m.publish(placeholder_cid("x")[:20], placeholder_cid("m"), Wei(1), Mode.SIGNED, sender=owner)
+        m.publish(
+            placeholder_cid("x")[:20], placeholder_cid("m"), Wei(1), Mode.SIGNED, sender=owner
+        )
     with pytest.raises(InvalidModes):
         m.publish(placeholder_cid("x"), placeholder_cid("m"), Wei(1), Mode(0), sender=owner)
     with pytest.raises(InvalidModes):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from eth_utils import keccak
+from eth_utils.crypto import keccak
 
 DEV_ETHER = 10**24
 """Wei each dev account starts with on a dev chain (embedded or anvil)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from eth_abi import decode
+from eth_abi.abi import decode
 
 from verinet.errors import ContractRevert, UnknownRevert, revert_class
 

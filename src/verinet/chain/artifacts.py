@@ -71,7 +71,9 @@ def _compile(src: Path, name: str) -> dict[str, Any]:
 
     bundle = FilesystemInputBundle(_search_paths(src))
     file_input = bundle.load_file(Path(f"{name}.vy"))
-    out = compile_from_file_input(file_input, input_bundle=bundle, output_formats=["abi", "bytecode"])
+    out = compile_from_file_input(
+        file_input, input_bundle=bundle, output_formats=["abi", "bytecode"]
+    )
     return {"abi": out["abi"], "bytecode": out["bytecode"]}
 
 

@@ -7,7 +7,7 @@ raise the `verinet.errors.ContractRevert` subclass named by the contract's reaso
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from eth_account.signers.local import LocalAccount
 
@@ -29,7 +29,7 @@ class Token(BoundContract):
     """VNET: snekmate ERC-20 with EIP-2612 permit."""
 
     NAME = "Token"
-    PERMIT_TYPES = {
+    PERMIT_TYPES: ClassVar[dict[str, list[dict[str, str]]]] = {
         "Permit": [
             {"name": "owner", "type": "address"},
             {"name": "spender", "type": "address"},
@@ -66,7 +66,9 @@ class Token(BoundContract):
     def transfer(self, to: Address, amount: Wei, *, sender: Address) -> TxReceipt:
         return self._send("transfer", to, amount, sender=sender)
 
-    def transfer_from(self, owner: Address, to: Address, amount: Wei, *, sender: Address) -> TxReceipt:
+    def transfer_from(
+        self, owner: Address, to: Address, amount: Wei, *, sender: Address
+    ) -> TxReceipt:
         return self._send("transferFrom", owner, to, amount, sender=sender)
 
     def mint(self, to: Address, amount: Wei, *, sender: Address) -> TxReceipt:
@@ -143,7 +145,14 @@ class Params(BoundContract):
         return self._send("set_min_stake", amount, sender=sender)
 
     def set_windows(
-        self, commit: int, reveal: int, audit: int, challenge: int, unbonding: int, *, sender: Address
+        self,
+        commit: int,
+        reveal: int,
+        audit: int,
+        challenge: int,
+        unbonding: int,
+        *,
+        sender: Address,
     ) -> TxReceipt:
         return self._send("set_windows", commit, reveal, audit, challenge, unbonding, sender=sender)
 
@@ -172,7 +181,9 @@ class NodeRegistry(BoundContract):
     NAME = "NodeRegistry"
 
     def node(self, address: Address) -> NodeInfo:
-        registered, endpoint, stake, unbonding, unbond_at, open_, slashed = self._call("nodes", address)
+        registered, endpoint, stake, unbonding, unbond_at, open_, slashed = self._call(
+            "nodes", address
+        )
         return NodeInfo(
             address=address,
             registered=registered,
@@ -356,7 +367,9 @@ class InferenceMarket(BoundContract):
     def commit(self, job_id: JobId, commitment: Hash32, *, sender: Address) -> TxReceipt:
         return self._send("commit", job_id, commitment, sender=sender)
 
-    def reveal(self, job_id: JobId, output_hash: Hash32, salt: bytes, *, sender: Address) -> TxReceipt:
+    def reveal(
+        self, job_id: JobId, output_hash: Hash32, salt: bytes, *, sender: Address
+    ) -> TxReceipt:
         return self._send("reveal", job_id, output_hash, salt, sender=sender)
 
     def submit_receipt(self, receipt: Receipt, *, sender: Address) -> TxReceipt:

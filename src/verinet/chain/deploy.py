@@ -60,7 +60,11 @@ def deploy_protocol(
     """
     treasury = treasury or deployer
     token, _ = deploy_contract(
-        chain, "Token", ["uint256", "address", "bool"], [supply, deployer, keep_minter], sender=deployer
+        chain,
+        "Token",
+        ["uint256", "address", "bool"],
+        [supply, deployer, keep_minter],
+        sender=deployer,
     )
     params, _ = deploy_contract(chain, "Params", ["address"], [treasury], sender=deployer)
     nodes, _ = deploy_contract(

@@ -9,12 +9,13 @@ but every signature the protocol checks on-chain (EIP-712 receipts, permits) is 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import boa
 from eth_account.signers.local import LocalAccount
-from eth_utils import keccak, to_canonical_address, to_checksum_address
+from eth_utils.address import to_canonical_address, to_checksum_address
+from eth_utils.crypto import keccak
 
 from verinet.chain._accounts import DEV_ETHER, dev_accounts
 from verinet.chain._backend import Log, TxReceipt
@@ -88,7 +89,9 @@ class EmbeddedChain:
 
     def _next_block(self, sender: str, data: bytes) -> TxHash:
         self._patch.block_number += 1
-        self._patch.prevrandao = keccak(b"verinet embedded prevrandao" + self._patch.block_number.to_bytes(32, "big"))
+        self._patch.prevrandao = keccak(
+            b"verinet embedded prevrandao" + self._patch.block_number.to_bytes(32, "big")
+        )
         self._tx_count += 1
         payload = self._tx_count.to_bytes(8, "big") + to_canonical_address(sender) + data
         return TxHash("0x" + keccak(payload).hex())
@@ -108,11 +111,26 @@ class EmbeddedChain:
         self._logs.extend(logs)
         return logs
 
+    def _execute(self, run: Callable[[], Any]) -> tuple[Any, Any]:
+        """Run one transaction with cold storage and accounts (EIP-2929), as a real chain
+        would; titanoboa otherwise keeps them warm across calls and under-counts gas.
+
+        Returns (result, state snapshot taken before it) so a revert can undo it.
+        """
+        snap = self._env.evm.snapshot()
+        accessed = self._env.evm.vm.state._account_db._journal_accessed_state
+        checkpoint = accessed.record()
+        try:
+            return run(), snap
+        finally:
+            accessed.discard(checkpoint)
+
     def deploy(self, bytecode: bytes, *, sender: Address) -> TxReceipt:
         origin = self._sender(sender)
-        snap = self._env.evm.snapshot()
         tx_hash = self._next_block(origin, bytecode)
-        address, computation = self._env.deploy(sender=origin, bytecode=bytecode)
+        (address, computation), snap = self._execute(
+            lambda: self._env.deploy(sender=origin, bytecode=bytecode)
+        )
         if computation.is_error:
             self._env.evm.revert(snap)
             raise decode_revert(bytes(computation.output))
@@ -126,9 +144,10 @@ class EmbeddedChain:
 
     def transact(self, to: Address, data: bytes, *, sender: Address) -> TxReceipt:
         origin = self._sender(sender)
-        snap = self._env.evm.snapshot()
         tx_hash = self._next_block(origin, data)
-        computation = self._env.execute_code(to_address=to, sender=origin, data=data)
+        computation, snap = self._execute(
+            lambda: self._env.execute_code(to_address=to, sender=origin, data=data)
+        )
         if computation.is_error:
             # A reverted transaction leaves no state change behind (the nonce aside).
             self._env.evm.revert(snap)
@@ -155,7 +174,7 @@ class EmbeddedChain:
         return [
             log
             for log in self._logs
-            if log.block_number >= from_block and (want is None or log.address == want)
+            if log.block_number >= from_block and (want is None or str(log.address) == str(want))
         ]
 
     # -- clock and state --------------------------------------------------------

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from eth_account.signers.local import LocalAccount
-from eth_utils import keccak
+from eth_utils.crypto import keccak
 
 from verinet.chain._backend import Chain
 from verinet.chain.deploy import Deployment, deploy_protocol
@@ -19,6 +19,8 @@ from verinet.types import Address, ModelId, Wei
 
 TOKEN = 10**18
 MAX_UINT = 2**256 - 1
+DEFAULT_STAKE = Wei(1_000 * TOKEN)
+DEFAULT_FEE = Wei(TOKEN)
 
 
 def placeholder_cid(label: str) -> bytes:
@@ -43,7 +45,9 @@ class Network:
         return self.deployment.chain
 
 
-def fund(deployment: Deployment, source: Address, accounts: Sequence[LocalAccount], amount: Wei) -> None:
+def fund(
+    deployment: Deployment, source: Address, accounts: Sequence[LocalAccount], amount: Wei
+) -> None:
     for account in accounts:
         deployment.token.transfer(Address(account.address), amount, sender=source)
 
@@ -69,8 +73,8 @@ def bootstrap(
     *,
     nodes: int = 4,
     clients: int = 2,
-    stake: Wei = Wei(1_000 * TOKEN),
-    fee: Wei = Wei(TOKEN),
+    stake: Wei = DEFAULT_STAKE,
+    fee: Wei = DEFAULT_FEE,
     modes: Mode = Mode.SIGNED | Mode.QUORUM,
 ) -> Network:
     """Deploy the protocol and bring up `nodes` staked nodes serving one published model.
@@ -99,10 +103,16 @@ def bootstrap(
     fund(deployment, Address(deployer.address), client_accounts, Wei(10_000 * TOKEN))
     for i, node in enumerate(node_accounts):
         stake_node(
-            deployment, node, endpoint=f"http://127.0.0.1:{9100 + i}", stake=stake, models=[model_id]
+            deployment,
+            node,
+            endpoint=f"http://127.0.0.1:{9100 + i}",
+            stake=stake,
+            models=[model_id],
         )
     for client in client_accounts:
-        deployment.token.approve(deployment.market.address, Wei(MAX_UINT), sender=Address(client.address))
+        deployment.token.approve(
+            deployment.market.address, Wei(MAX_UINT), sender=Address(client.address)
+        )
     return Network(
         deployment=deployment,
         deployer=deployer,

@@ -9,11 +9,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from eth_account.signers.local import LocalAccount
-from eth_utils import keccak
+from eth_utils.crypto import keccak
 
 from verinet.chain._backend import TxReceipt
 from verinet.devnet.bootstrap import Network
-from verinet.protocol.receipts import sign_receipt
+from verinet.protocol.receipts import Receipt, sign_receipt
 from verinet.protocol.rules import commitment
 from verinet.protocol.types import Job, Mode
 from verinet.types import Address, Hash32, JobId
@@ -25,6 +25,7 @@ class JobRun:
 
     job_id: JobId
     job: Job | None = None
+    receipt: Receipt | None = None
     transactions: list[tuple[str, TxReceipt]] = field(default_factory=list)
 
     @property
@@ -35,17 +36,18 @@ class JobRun:
 def _eligible(net: Network, job_id: JobId, want: int) -> list[LocalAccount]:
     """Nodes drawn for the job; moves the clock a selection round at a time until enough are."""
     market, params = net.deployment.market, net.deployment.params
-    round_seconds = params.snapshot().selection_round
     for _ in range(20):
         drawn = [n for n in net.nodes if market.is_eligible(job_id, Address(n.address))]
         if len(drawn) >= want:
             return drawn[:want]
-        net.chain.advance_time(round_seconds)
+        net.chain.advance_time(int(params._call("selection_round")))
     raise RuntimeError(f"fewer than {want} nodes were ever drawn for job {job_id}")
 
 
-def run_signed(net: Network, client: LocalAccount, input_hash: Hash32, output_hash: Hash32) -> JobRun:
-    """A signed job: one drawn node signs an EIP-712 receipt, the client submits it, then finalize."""
+def run_signed(
+    net: Network, client: LocalAccount, input_hash: Hash32, output_hash: Hash32
+) -> JobRun:
+    """A signed job: a drawn node signs an EIP-712 receipt, the client submits it, finalizes."""
     d = net.deployment
     sender = Address(client.address)
     job_id, receipt = d.market.request(net.model_id, input_hash, Mode.SIGNED, 1, sender=sender)
@@ -60,6 +62,7 @@ def run_signed(net: Network, client: LocalAccount, input_hash: Hash32, output_ha
         input_hash=input_hash,
         output_hash=output_hash,
     )
+    run.receipt = signed
     run.transactions.append(("submit_receipt", d.market.submit_receipt(signed, sender=sender)))
     run.transactions.append(("finalize", d.market.finalize(job_id, sender=sender)))
     run.job = d.market.job(job_id)
@@ -87,7 +90,9 @@ def run_quorum(
     answers: Sequence[Hash32 | None] = [answer(i) for i in range(len(seated))]
     for node, salt, out in zip(seated, salts, answers, strict=True):
         c = commitment(out or Hash32(keccak(b"never revealed")), salt, Address(node.address))
-        run.transactions.append(("commit", d.market.commit(job_id, c, sender=Address(node.address))))
+        run.transactions.append(
+            ("commit", d.market.commit(job_id, c, sender=Address(node.address)))
+        )
     for node, salt, out in zip(seated, salts, answers, strict=True):
         if out is not None:
             tx = d.market.reveal(job_id, out, salt, sender=Address(node.address))

@@ -13,7 +13,8 @@ from typing import Any
 from eth_account import Account
 from eth_account.messages import SignableMessage, encode_typed_data
 from eth_account.signers.local import LocalAccount
-from eth_utils import keccak, to_checksum_address
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
 
 from verinet.errors import InvalidReceipt, ReceiptMalleable, ReceiptWrongDomain, ReceiptWrongSigner
 from verinet.types import Address, Hash32, JobId, ModelId
@@ -141,6 +142,6 @@ def verify_receipt(receipt: Receipt, *, chain_id: int, market: Address) -> Addre
             f"expected chain {chain_id} / market {market}"
         )
     signer = recover_signer(receipt)
-    if signer != to_checksum_address(receipt.node):
+    if str(signer) != str(to_checksum_address(receipt.node)):
         raise ReceiptWrongSigner(f"receipt names node {receipt.node} but was signed by {signer}")
     return signer

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from eth_abi import encode
-from eth_utils import keccak
+from eth_abi.abi import encode
+from eth_utils.crypto import keccak
 
 from verinet.protocol.types import BPS, ZERO_HASH
 from verinet.types import Address, Hash32, Wei
@@ -62,7 +62,9 @@ def resolve_quorum(votes: Sequence[Hash32 | None], k: int) -> Verdict:
     winners = tuple(i for i, v in enumerate(votes) if majority is not None and v == majority)
     no_show = tuple(i for i, v in enumerate(votes) if v is None or v == ZERO_HASH)
     wrong = tuple(
-        i for i, v in enumerate(votes) if majority is not None and i not in winners and i not in no_show
+        i
+        for i, v in enumerate(votes)
+        if majority is not None and i not in winners and i not in no_show
     )
     return Verdict(majority=majority, winners=winners, wrong=wrong, no_show=no_show)
 
@@ -99,5 +101,3 @@ def is_selected(seed: Hash32, node: Address, stake: Wei, total_stake: Wei, multi
         return False
     draw = int.from_bytes(keccak(encode(["bytes32", "address"], [seed, node])), "big") % total_stake
     return draw < stake * multiplier
-
-
