@@ -1,0 +1,35 @@
+"""The benchmarks run (tiny parameters) and write the figures they promise."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.integration
+def test_bench_chain_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_chain.py"), "--quick", "--out", str(out)],
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=300,
+    )
+    results = json.loads(out.read_text())
+    for backend in ("embedded", "anvil"):
+        r = results["backends"][backend]
+        jobs = r["gas"]["jobs"]
+        assert set(jobs) == {"signed", "quorum(3)", "quorum(5)"}
+        # request + commits + reveals + finalize are all counted.
+        assert jobs["quorum(3)"]["transactions"] == 8
+        assert jobs["quorum(5)"]["transactions"] == 12
+        assert jobs["signed"]["gas_per_job"] < jobs["quorum(3)"]["gas_per_job"]
+        assert jobs["quorum(3)"]["gas_per_job"] < jobs["quorum(5)"]["gas_per_job"]
+        assert r["throughput"]["erc20_transfer_tx_per_s"] > 0
