@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from typing import Annotated
@@ -17,6 +18,7 @@ app = typer.Typer(
     help="Verinet: verified AI inference on an open network of staked nodes.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_show_locals=False,
 )
 console = Console()
 
@@ -52,7 +54,7 @@ def demo(
                 {
                     "chain": result.chain,
                     "contracts": result.network.deployment.addresses(),
-                    "jobs": [r.__dict__ for r in result.rows],
+                    "jobs": [dataclasses.asdict(r) for r in result.rows],
                     "audit": result.audit,
                 },
                 indent=2,

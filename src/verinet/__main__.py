@@ -1,0 +1,5 @@
+"""`python -m verinet` is the `verinet` command."""
+
+from verinet.cli.main import main
+
+main()
