@@ -22,6 +22,8 @@ exports: (ownable.owner, ownable.transfer_ownership)
 BPS: constant(uint256) = 10_000
 # The most seats a quorum job can have; the market sizes its arrays by this.
 MAX_SEATS: constant(uint256) = 15
+# No window may exceed ~136 years (2**32 s): the market packs deadlines into 64 bits.
+MAX_WINDOW: constant(uint256) = 2**32
 
 min_stake: public(uint256)
 commit_window: public(uint256)
@@ -90,6 +92,7 @@ def set_windows(commit: uint256, reveal: uint256, audit: uint256, challenge: uin
     """
     ownable._check_owner()
     assert commit > 0 and reveal > 0, "InvalidParam"
+    assert unbonding <= MAX_WINDOW, "InvalidParam"
     self._check_unbonding(unbonding, commit, reveal, audit, challenge)
     self.commit_window = commit
     self.reveal_window = reveal
