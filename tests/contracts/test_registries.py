@@ -99,6 +99,9 @@ def test_unbonding_must_outlast_every_window(net: Network) -> None:
         p.set_windows(100, 100, 100, 100, 400, sender=owner)
     p.set_windows(100, 100, 100, 100, 401, sender=owner)
     assert p.snapshot().unbonding_delay == 401
+    # Deadlines are packed into 64 bits on-chain: absurd windows are refused outright.
+    with pytest.raises(InvalidParam):
+        p.set_windows(100, 100, 100, 100, 2**32 + 1, sender=owner)
 
 
 # -- NodeRegistry -----------------------------------------------------------
