@@ -46,7 +46,10 @@ interface IParams:
 
 
 interface INodeRegistry:
-    def is_eligible(node: address, model_id: uint256, seed: bytes32, multiplier: uint256) -> bool: view
+    def is_eligible(
+        node: address, model_id: uint256, seed: bytes32, multiplier: uint256, total: uint256, before_block: uint256
+    ) -> bool: view
+    def total_stake() -> uint256: view
     def assign(node: address): nonpayable
     def release(node: address): nonpayable
     def slash(node: address, bps: uint256, recipient: address) -> uint256: nonpayable
@@ -59,7 +62,7 @@ interface IModelRegistry:
 BPS: constant(uint256) = 10_000
 MAX_SEATS: constant(uint256) = 15
 MAX_BOOST_SHIFT: constant(uint256) = 16
-MASK64: constant(uint256) = 2**64 - 1
+MASK48: constant(uint256) = 2**48 - 1
 # secp256k1n / 2: signatures with a higher s are malleable twins and are refused.
 HALF_N: constant(uint256) = 57_896_044_618_658_097_711_785_492_504_343_953_926_418_782_139_537_452_191_302_581_570_759_080_747_168
 
@@ -77,7 +80,7 @@ RECEIPT_TYPEHASH: constant(bytes32) = keccak256(
 
 
 struct Job:
-    # Storage layout: eight slots. The small fields share one packed slot (`meta`, see
+    # Storage layout: nine slots. The small fields share one packed slot (`meta`, see
     # _pack) because a fresh storage slot costs 22,100 gas; packing them took the cost
     # of a request from about 365k to about 230k gas.
     requester: address
@@ -85,6 +88,7 @@ struct Job:
     input_hash: bytes32
     escrow: uint256
     seed: bytes32
+    stake_total: uint256
     meta: uint256
     finalize_after: uint256
     result: bytes32
@@ -99,6 +103,7 @@ struct Meta:
     requested_at: uint256
     commit_deadline: uint256
     reveal_deadline: uint256
+    request_block: uint256
 
 
 struct JobView:
@@ -110,6 +115,8 @@ struct JobView:
     k: uint256
     escrow: uint256
     seed: bytes32
+    stake_total: uint256
+    request_block: uint256
     requested_at: uint256
     commit_deadline: uint256
     reveal_deadline: uint256
@@ -207,7 +214,8 @@ def __init__(token: IERC20, params: IParams, nodes: INodeRegistry, models: IMode
 
 # -- packed job fields --------------------------------------------------------
 # meta bits: [0,8) mode | [8,16) k | [16,24) state | [24,32) seats | [32,40) reveals
-#            [64,128) requested_at | [128,192) commit_deadline | [192,256) reveal_deadline
+#            [64,112) requested_at | [112,160) commit_deadline | [160,208) reveal_deadline
+#            [208,256) request_block
 
 
 @internal
@@ -219,9 +227,10 @@ def _unpack(meta: uint256) -> Meta:
         state=(meta >> 16) & 255,
         seats=(meta >> 24) & 255,
         reveals=(meta >> 32) & 255,
-        requested_at=(meta >> 64) & MASK64,
-        commit_deadline=(meta >> 128) & MASK64,
-        reveal_deadline=meta >> 192,
+        requested_at=(meta >> 64) & MASK48,
+        commit_deadline=(meta >> 112) & MASK48,
+        reveal_deadline=(meta >> 160) & MASK48,
+        request_block=meta >> 208,
     )
 
 
@@ -235,8 +244,9 @@ def _pack(m: Meta) -> uint256:
         | (m.seats << 24)
         | (m.reveals << 32)
         | (m.requested_at << 64)
-        | (m.commit_deadline << 128)
-        | (m.reveal_deadline << 192)
+        | (m.commit_deadline << 112)
+        | (m.reveal_deadline << 160)
+        | (m.request_block << 208)
     )
 
 
@@ -261,6 +271,8 @@ def jobs(job_id: uint256) -> JobView:
         k=m.k,
         escrow=job.escrow,
         seed=job.seed,
+        stake_total=job.stake_total,
+        request_block=m.request_block,
         requested_at=m.requested_at,
         commit_deadline=m.commit_deadline,
         reveal_deadline=m.reveal_deadline,
@@ -273,10 +285,12 @@ def jobs(job_id: uint256) -> JobView:
 
 
 @external
-def request(model_id: uint256, input_hash: bytes32, mode: uint256, k: uint256) -> uint256:
+def request(model_id: uint256, input_hash: bytes32, mode: uint256, k: uint256, max_fee: uint256) -> uint256:
     """
     @notice Escrows fee * k from the caller (approve first, or use permit) and opens a
             job. `k` is 1 for signed jobs and the quorum size for quorum jobs.
+            `max_fee` is the most the caller accepts per execution: a model owner who
+            raises the fee just before the request cannot take more than that.
     """
     owner: address = empty(address)
     fee: uint256 = 0
@@ -285,6 +299,7 @@ def request(model_id: uint256, input_hash: bytes32, mode: uint256, k: uint256) -
     owner, fee, modes, deprecated = staticcall MODELS.terms(model_id)
     assert owner != empty(address), "UnknownModel"
     assert not deprecated, "ModelDeprecated"
+    assert fee <= max_fee, "FeeTooHigh"
     assert mode == MODE_SIGNED or mode == MODE_QUORUM, "ModeNotAllowed"
     assert modes & mode == mode, "ModeNotAllowed"
     if mode == MODE_SIGNED:
@@ -298,7 +313,7 @@ def request(model_id: uint256, input_hash: bytes32, mode: uint256, k: uint256) -
     escrow: uint256 = fee * k
     commit_deadline: uint256 = block.timestamp + staticcall PARAMS.commit_window()
     reveal_deadline: uint256 = commit_deadline + staticcall PARAMS.reveal_window()
-    assert reveal_deadline <= MASK64, "InvalidParam"  # the packed fields hold 64-bit times
+    assert reveal_deadline <= MASK48 and block.number <= MASK48, "InvalidParam"  # packed as 48 bits
     # The draw that picks nodes is fixed here, after the input hash is committed.
     seed: bytes32 = keccak256(abi_encode(block.prevrandao, job_id, self))
     self._jobs[job_id] = Job(
@@ -307,6 +322,8 @@ def request(model_id: uint256, input_hash: bytes32, mode: uint256, k: uint256) -
         input_hash=input_hash,
         escrow=escrow,
         seed=seed,
+        # The draw divides by the stake at request time: stake moved later cannot tilt it.
+        stake_total=staticcall NODES.total_stake(),
         meta=self._pack(
             Meta(
                 mode=mode,
@@ -317,6 +334,7 @@ def request(model_id: uint256, input_hash: bytes32, mode: uint256, k: uint256) -
                 requested_at=block.timestamp,
                 commit_deadline=commit_deadline,
                 reveal_deadline=reveal_deadline,
+                request_block=block.number,
             )
         ),
         finalize_after=0,
@@ -358,7 +376,20 @@ def is_eligible(job_id: uint256, node: address) -> bool:
     m: Meta = self._unpack(self._jobs[job_id].meta)
     if m.state != STATE_OPEN:
         return False
-    return staticcall NODES.is_eligible(node, self._jobs[job_id].model_id, self._jobs[job_id].seed, self._multiplier(m))
+    return self._drawn(job_id, m, node)
+
+
+@internal
+@view
+def _drawn(job_id: uint256, m: Meta, node: address) -> bool:
+    return staticcall NODES.is_eligible(
+        node,
+        self._jobs[job_id].model_id,
+        self._jobs[job_id].seed,
+        self._multiplier(m),
+        self._jobs[job_id].stake_total,
+        m.request_block,
+    )
 
 
 @external
@@ -392,9 +423,7 @@ def commit(job_id: uint256, commitment: bytes32):
     assert m.seats < m.k, "SeatsFull"
     assert self.commitments[job_id][msg.sender] == empty(bytes32), "AlreadyCommitted"
     assert commitment != empty(bytes32), "InvalidHash"
-    assert staticcall NODES.is_eligible(
-        msg.sender, self._jobs[job_id].model_id, self._jobs[job_id].seed, self._multiplier(m)
-    ), "NotEligible"
+    assert self._drawn(job_id, m, msg.sender), "NotEligible"
     self.commitments[job_id][msg.sender] = commitment
     self.seat_holders[job_id].append(msg.sender)
     seat: uint256 = m.seats
@@ -444,9 +473,7 @@ def submit_receipt(job_id: uint256, output_hash: bytes32, node: address, signatu
     signer: address = ecrecover(self._receipt_digest(job_id, output_hash, node), v, r, s)
     assert signer != empty(address), "InvalidSignature"
     assert signer == node, "WrongSigner"
-    assert staticcall NODES.is_eligible(
-        node, self._jobs[job_id].model_id, self._jobs[job_id].seed, self._multiplier(m)
-    ), "NotEligible"
+    assert self._drawn(job_id, m, node), "NotEligible"
     finalize_after: uint256 = block.timestamp + staticcall PARAMS.audit_window()
     self.seat_holders[job_id].append(node)
     self._jobs[job_id].result = output_hash

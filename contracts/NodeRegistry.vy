@@ -10,7 +10,11 @@
         - Only protocol contracts (set by the owner, later governance) may assign
           work to a node, release it, or slash it.
         - Eligibility for a job is a stake-weighted sortition draw evaluated per node
-          in O(1) gas: keccak(seed, node) mod total_stake < stake * multiplier.
+          in O(1) gas: keccak(seed, node) mod total < stake * multiplier, where `total`
+          is the total stake the market recorded when the job was requested, and only
+          stake that last changed in an earlier block counts. The seed is public once
+          the job exists, so stake moved after it could otherwise be sized to win (or
+          to deny others) a seat.
         Reverts carry a reason code equal to a Verinet exception name.
 """
 
@@ -40,6 +44,7 @@ struct Node:
     unbond_at: uint256
     open_assignments: uint256
     slashed: uint256
+    stake_block: uint256
 
 
 TOKEN: public(immutable(IERC20))
@@ -47,7 +52,9 @@ PARAMS: public(immutable(IParams))
 
 nodes: public(HashMap[address, Node])
 serves: public(HashMap[address, HashMap[uint256, bool]])
-protocol: public(HashMap[address, bool])
+# 0: never, 1: active (may assign, release, slash), 2: retired (may only finish its
+# open work: release and slash), so retiring a market never strands its jobs.
+protocol: public(HashMap[address, uint256])
 total_stake: public(uint256)
 total_bonded: public(uint256)
 node_count: public(uint256)
@@ -88,7 +95,7 @@ event Slashed:
 
 event ProtocolContractSet:
     target: indexed(address)
-    allowed: bool
+    status: uint256
 
 
 @deploy
@@ -98,18 +105,36 @@ def __init__(token: IERC20, params: IParams):
     PARAMS = params
 
 
+PROTOCOL_ACTIVE: constant(uint256) = 1
+PROTOCOL_RETIRED: constant(uint256) = 2
+
+
 @external
-def set_protocol(target: address, allowed: bool):
+def set_protocol(target: address, active: bool):
+    """
+    @notice Makes `target` a protocol contract, or retires it: a retired contract can
+            no longer assign work but still releases and slashes for the work it gave.
+    """
     ownable._check_owner()
     assert target != empty(address), "ZeroAddress"
-    self.protocol[target] = allowed
-    log ProtocolContractSet(target=target, allowed=allowed)
+    status: uint256 = PROTOCOL_ACTIVE
+    if not active:
+        assert self.protocol[target] != 0, "NotProtocol"
+        status = PROTOCOL_RETIRED
+    self.protocol[target] = status
+    log ProtocolContractSet(target=target, status=status)
 
 
 @internal
 @view
 def _only_protocol():
-    assert self.protocol[msg.sender], "NotProtocol"
+    assert self.protocol[msg.sender] == PROTOCOL_ACTIVE, "NotProtocol"
+
+
+@internal
+@view
+def _only_known_protocol():
+    assert self.protocol[msg.sender] != 0, "NotProtocol"
 
 
 @external
@@ -143,6 +168,7 @@ def stake(amount: uint256):
     assert self.nodes[msg.sender].registered, "NotRegistered"
     assert amount > 0, "ZeroAmount"
     self.nodes[msg.sender].stake += amount
+    self.nodes[msg.sender].stake_block = block.number
     self.total_stake += amount
     self.total_bonded += amount
     assert extcall TOKEN.transferFrom(msg.sender, self, amount, default_return_value=True), "TransferFailed"
@@ -164,6 +190,7 @@ def request_unstake(amount: uint256):
     self.nodes[msg.sender].stake = node.stake - amount
     self.nodes[msg.sender].unbonding = node.unbonding + amount
     self.nodes[msg.sender].unbond_at = unbond_at
+    self.nodes[msg.sender].stake_block = block.number
     self.total_stake -= amount
     log UnstakeRequested(node=msg.sender, amount=amount, unbond_at=unbond_at)
 
@@ -188,7 +215,7 @@ def assign(node: address):
 
 @external
 def release(node: address):
-    self._only_protocol()
+    self._only_known_protocol()
     self.nodes[node].open_assignments -= 1
 
 
@@ -198,7 +225,7 @@ def slash(node: address, bps: uint256, recipient: address) -> uint256:
     @notice Takes `bps` of everything `node` has bonded (active first, then unbonding)
             and sends it to `recipient`. Returns the amount taken.
     """
-    self._only_protocol()
+    self._only_known_protocol()
     assert bps <= BPS, "InvalidParam"
     active: uint256 = self.nodes[node].stake
     unbonding: uint256 = self.nodes[node].unbonding
@@ -218,18 +245,23 @@ def slash(node: address, bps: uint256, recipient: address) -> uint256:
 
 @external
 @view
-def is_eligible(node: address, model_id: uint256, seed: bytes32, multiplier: uint256) -> bool:
+def is_eligible(
+    node: address, model_id: uint256, seed: bytes32, multiplier: uint256, total: uint256, before_block: uint256
+) -> bool:
     """
-    @notice Stake-weighted sortition in O(1): the node is drawn when
-            keccak(seed, node) mod total_stake < stake * multiplier.
+    @notice Stake-weighted sortition in O(1): the node is drawn when its stake last
+            changed before `before_block` (the job's block) and
+            keccak(seed, node) mod total < stake * multiplier.
             With multiplier = k * oversample, about oversample * k nodes qualify.
     """
     node_stake: uint256 = self.nodes[node].stake
-    if not self.serves[node][model_id]:
+    if not self.serves[node][model_id] or total == 0:
+        return False
+    if self.nodes[node].stake_block >= before_block:
         return False
     if node_stake < staticcall PARAMS.min_stake() or node_stake == 0:
         return False
-    draw: uint256 = convert(keccak256(abi_encode(seed, node)), uint256) % self.total_stake
+    draw: uint256 = convert(keccak256(abi_encode(seed, node)), uint256) % total
     return draw < node_stake * multiplier
 
 

@@ -115,6 +115,7 @@ _REASONS: dict[str, str] = {
     "NotModelOwner": "only the model's owner may do this",
     "NotLatestVersion": "new versions must follow the latest version of the model",
     "ModelDeprecated": "the model is deprecated; use its latest version",
+    "FeeTooHigh": "the model's fee rose above your max_fee; check the fee and retry",
     "ModeNotAllowed": "the model's manifest does not allow this verification mode",
     "InvalidQuorum": "signed jobs take k=1; quorum jobs take min_quorum <= k <= max_quorum",
     "InvalidHash": "hashes must be non-zero",

@@ -155,6 +155,7 @@ class _Node:
     serves: frozenset[ModelId]
     unbonding: int = 0
     unbond_at: int = 0
+    stake_block: int = 0  # block of the node's last stake or unstake
 
 
 @dataclass(slots=True)
@@ -170,6 +171,8 @@ class _Job:
     requested_at: int
     commit_deadline: int
     reveal_deadline: int
+    stake_total: int = 0  # total active stake when requested: the draw's denominator
+    request_block: int = 0
     finalize_after: int = 0
     state: JobState = JobState.OPEN
     seats: list[Address] = field(default_factory=list)
@@ -247,11 +250,14 @@ class LedgerMachine(RuleBasedStateMachine):
         return sum(node in job.seats for job in self.job_model.values() if not job.state.terminal)
 
     def _eligible(self, job: _Job, node: Address) -> bool:
-        """The sortition draw, predicted with the twin rules."""
+        """The sortition draw, predicted with the twin rules: only stake that predates the
+        job's block counts, against the total stake recorded at request."""
         n = self.nodes[node]
         if job.model_id not in n.serves or n.stake < self.p.min_stake or n.stake == 0:
             return False
-        total = sum(m.stake for m in self.nodes.values())
+        if n.stake_block >= job.request_block:
+            return False
+        total = job.stake_total
         elapsed = self.chain.timestamp() - job.requested_at
         multiplier = selection_multiplier(
             job.k, self.p.selection_oversample, elapsed, self.p.selection_round
@@ -334,6 +340,7 @@ class LedgerMachine(RuleBasedStateMachine):
         if _expect(reason, partial(self.d.nodes.stake, Wei(amount), sender=node)) is None:
             return
         n.stake += amount
+        n.stake_block = self.chain.block_number()
         assert self.d.token.balance_of(node) == balance - amount
 
     @rule(i=NODE, part=st.sampled_from(("zero", "third", "keep_min", "all", "over")))
@@ -364,6 +371,7 @@ class LedgerMachine(RuleBasedStateMachine):
         n.stake -= amount
         n.unbonding += amount
         n.unbond_at = self.chain.timestamp() + self.p.unbonding_delay
+        n.stake_block = self.chain.block_number()
 
     @rule(data=st.data())
     def withdraw_stake(self, data: st.DataObject) -> None:
@@ -396,6 +404,7 @@ class LedgerMachine(RuleBasedStateMachine):
         reason = "ModelDeprecated" if model_id in self.deprecated else None
         balance = self.d.token.balance_of(requester)
         now = self.chain.timestamp()
+        stake_total = sum(n.stake for n in self.nodes.values())
         send = partial(self.d.market.request, model_id, input_hash, mode, k, sender=requester)
         sent = _expect(reason, send)
         if sent is None:
@@ -421,6 +430,8 @@ class LedgerMachine(RuleBasedStateMachine):
             requested_at=now,
             commit_deadline=args["commit_deadline"],
             reveal_deadline=args["reveal_deadline"],
+            stake_total=stake_total,
+            request_block=self.chain.block_number(),
         )
 
     @initialize(audit=st.sampled_from((0, 45)))

@@ -181,7 +181,7 @@ class NodeRegistry(BoundContract):
     NAME = "NodeRegistry"
 
     def node(self, address: Address) -> NodeInfo:
-        registered, endpoint, stake, unbonding, unbond_at, open_, slashed = self._call(
+        registered, endpoint, stake, unbonding, unbond_at, open_, slashed, stake_block = self._call(
             "nodes", address
         )
         return NodeInfo(
@@ -193,13 +193,15 @@ class NodeRegistry(BoundContract):
             unbond_at=unbond_at,
             open_assignments=open_,
             slashed=Wei(slashed),
+            stake_block=stake_block,
         )
 
     def serves(self, node: Address, model_id: ModelId) -> bool:
         return bool(self._call("serves", node, model_id))
 
     def is_protocol(self, target: Address) -> bool:
-        return bool(self._call("protocol", target))
+        """Whether `target` may assign work (an active protocol contract)."""
+        return int(self._call("protocol", target)) == 1
 
     def total_stake(self) -> Wei:
         return Wei(self._call("total_stake"))
@@ -213,11 +215,22 @@ class NodeRegistry(BoundContract):
     def bonded(self, node: Address) -> Wei:
         return Wei(self._call("bonded", node))
 
-    def is_eligible(self, node: Address, model_id: ModelId, seed: Hash32, multiplier: int) -> bool:
-        return bool(self._call("is_eligible", node, model_id, seed, multiplier))
+    def is_eligible(
+        self,
+        node: Address,
+        model_id: ModelId,
+        seed: Hash32,
+        multiplier: int,
+        total: Wei,
+        before_block: int,
+    ) -> bool:
+        return bool(
+            self._call("is_eligible", node, model_id, seed, multiplier, total, before_block)
+        )
 
-    def set_protocol(self, target: Address, allowed: bool, *, sender: Address) -> TxReceipt:
-        return self._send("set_protocol", target, allowed, sender=sender)
+    def set_protocol(self, target: Address, active: bool, *, sender: Address) -> TxReceipt:
+        """Activate a protocol contract, or retire it (it may still finish its open work)."""
+        return self._send("set_protocol", target, active, sender=sender)
 
     def register(self, endpoint: str, *, sender: Address) -> TxReceipt:
         return self._send("register", endpoint, sender=sender)
@@ -317,15 +330,22 @@ class InferenceMarket(BoundContract):
             k=v[5],
             escrow=Wei(v[6]),
             seed=Hash32(v[7]),
-            requested_at=v[8],
-            commit_deadline=v[9],
-            reveal_deadline=v[10],
-            finalize_after=v[11],
-            state=JobState(v[12]),
-            seats=v[13],
-            reveals=v[14],
-            result=Hash32(v[15]),
+            stake_total=Wei(v[8]),
+            request_block=v[9],
+            requested_at=v[10],
+            commit_deadline=v[11],
+            reveal_deadline=v[12],
+            finalize_after=v[13],
+            state=JobState(v[14]),
+            seats=v[15],
+            reveals=v[16],
+            result=Hash32(v[17]),
         )
+
+    def _models_terms(self, model_id: ModelId) -> tuple[Address, Wei, int, bool]:
+        models = ModelRegistry(self.chain, self._call("MODELS"))
+        owner, fee, modes, deprecated = models._call("terms", model_id)
+        return owner, Wei(fee), modes, deprecated
 
     def seats_of(self, job_id: JobId) -> list[Address]:
         return list(self._call("seats_of", job_id))
@@ -358,9 +378,20 @@ class InferenceMarket(BoundContract):
         return Hash32(self._call("receipt_digest", job_id, output_hash, node))
 
     def request(
-        self, model_id: ModelId, input_hash: Hash32, mode: Mode, k: int, *, sender: Address
+        self,
+        model_id: ModelId,
+        input_hash: Hash32,
+        mode: Mode,
+        k: int,
+        *,
+        max_fee: Wei | None = None,
+        sender: Address,
     ) -> tuple[JobId, TxReceipt]:
-        receipt = self._send("request", model_id, input_hash, int(mode), k, sender=sender)
+        """Open a job escrowing fee * k. `max_fee` (default: the fee read now) caps the
+        fee per execution, so a fee raised in between cannot take more."""
+        if max_fee is None:
+            _, max_fee, _, _ = self._models_terms(model_id)
+        receipt = self._send("request", model_id, input_hash, int(mode), k, max_fee, sender=sender)
         (event,) = self.events(receipt, "JobRequested")
         return JobId(event.args["job_id"]), receipt
 

@@ -52,6 +52,8 @@ class Job:
     k: int
     escrow: Wei
     seed: Hash32
+    stake_total: Wei
+    request_block: int
     requested_at: int
     commit_deadline: int
     reveal_deadline: int
@@ -72,6 +74,7 @@ class NodeInfo:
     unbond_at: int
     open_assignments: int
     slashed: Wei
+    stake_block: int
 
 
 @dataclass(frozen=True, slots=True)
