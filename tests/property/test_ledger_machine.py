@@ -63,6 +63,10 @@ SPARE_FUNDS = Wei(2_000 * TOKEN)
 # The bootstrap model, a free one, and one whose fee split leaves integer-division dust.
 FEES = (Wei(TOKEN), Wei(0), Wei(TOKEN // 10 + 3))
 MAX_K = 4
+# Fees an owner may reprice a model to.
+PRICE = st.sampled_from((*FEES, Wei(1), Wei(3 * TOKEN)))
+# Now and then a client caps the fee at what it read before the owner raised it.
+STALE_CAP = st.sampled_from((False, False, False, False, False, True))
 # Jobs in flight at once: enough to interleave, few enough that most get driven to the end.
 MAX_IN_FLIGHT = 3
 
@@ -213,8 +217,9 @@ class LedgerMachine(RuleBasedStateMachine):
         self.d = w.net.deployment
         self.p = w.params
         self.treasury = Address(self.p.treasury)
-        # Every model's owner now: the one paid at settlement.
+        # Every model's owner and fee now: the owner is the one paid at settlement.
         self.owners = dict.fromkeys(w.models, Address(w.net.model_owner.address))
+        self.fees = dict(zip(w.models, FEES, strict=True))
         self.clients = tuple(Address(c.address) for c in w.net.clients)
         self.pool = tuple(Address(a.address) for a in w.pool)
         # The deployer: owns Params, never a model.
@@ -375,7 +380,10 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def withdraw_stake(self, data: st.DataObject) -> None:
-        node = self._pick_node(data, [a for a, n in self.nodes.items() if n.unbonding])
+        # Likeliest: a node with stake to withdraw; among those, one that still holds seats.
+        leaving = [a for a, n in self.nodes.items() if n.unbonding]
+        seated = [a for a in leaving if self._open_assignments(a)]
+        node = self._pick_node(data, seated or leaving)
         n = self.nodes[node]
         if n.unbonding == 0:
             reason: str | None = "NothingToWithdraw"
@@ -395,24 +403,43 @@ class LedgerMachine(RuleBasedStateMachine):
 
     # -- requests ------------------------------------------------------------------
 
-    def _request(self, client: int, model: int, shape: tuple[Mode, int]) -> None:
+    def _request(
+        self, client: int, model: int, shape: tuple[Mode, int], stale_cap: bool = False
+    ) -> None:
+        """Request a job; with `stale_cap` the client caps the fee just below the current one
+        (it read the fee before the owner raised it)."""
         requester = self.clients[client]
         mode, k = shape
         model_id = self.w.models[model]
+        fee = self.fees[model_id]
+        max_fee = fee - 1 if stale_cap and fee else fee
         job_id = JobId(len(self.job_model) + 1)
         input_hash = Hash32(keccak(f"input {job_id}".encode()))
-        reason = "ModelDeprecated" if model_id in self.deprecated else None
+        if model_id in self.deprecated:
+            reason: str | None = "ModelDeprecated"
+        elif max_fee < fee:
+            reason = "FeeTooHigh"
+        else:
+            reason = None
         balance = self.d.token.balance_of(requester)
         now = self.chain.timestamp()
         stake_total = sum(n.stake for n in self.nodes.values())
-        send = partial(self.d.market.request, model_id, input_hash, mode, k, sender=requester)
+        send = partial(
+            self.d.market.request,
+            model_id,
+            input_hash,
+            mode,
+            k,
+            max_fee=Wei(max_fee),
+            sender=requester,
+        )
         sent = _expect(reason, send)
         if sent is None:
             return
         got_id, receipt = sent
         assert got_id == job_id
         (requested,) = self.d.market.events(receipt, "JobRequested")
-        escrow = FEES[model] * k
+        escrow = fee * k
         args = requested.args
         assert (args["escrow"], args["mode"], args["k"]) == (escrow, mode, k)
         assert args["commit_deadline"] == now + self.p.commit_window
@@ -447,9 +474,9 @@ class LedgerMachine(RuleBasedStateMachine):
         self._request(client, model, shape)
 
     @precondition(lambda self: len(self._unsettled()) < MAX_IN_FLIGHT)
-    @rule(client=CLIENT, model=MODEL, shape=SHAPE)
-    def request(self, client: int, model: int, shape: tuple[Mode, int]) -> None:
-        self._request(client, model, shape)
+    @rule(client=CLIENT, model=MODEL, shape=SHAPE, stale_cap=STALE_CAP)
+    def request(self, client: int, model: int, shape: tuple[Mode, int], stale_cap: bool) -> None:
+        self._request(client, model, shape, stale_cap)
 
     @rule(
         case=st.sampled_from(
@@ -511,6 +538,16 @@ class LedgerMachine(RuleBasedStateMachine):
         if _expect(reason, send) is None:
             return
         self.owners[model_id] = new_owner
+
+    @rule(model=MODEL, fee=PRICE, by_owner=st.booleans())
+    def reprice(self, model: int, fee: Wei, by_owner: bool) -> None:
+        """The owner changes the fee: jobs already requested keep the escrow they have."""
+        model_id = self.w.models[model]
+        sender = self.owners[model_id] if by_owner else self.stranger
+        reason = None if by_owner else "NotModelOwner"
+        if _expect(reason, partial(self.d.models.set_fee, model_id, fee, sender=sender)) is None:
+            return
+        self.fees[model_id] = fee
 
     # -- quorum: commit and reveal -------------------------------------------------
 
@@ -895,6 +932,10 @@ class LedgerMachine(RuleBasedStateMachine):
                 continue
             assert (onchain.state, onchain.result) == (job.state, job.result)
             assert (onchain.seats, onchain.reveals) == (len(job.seats), len(job.revealed))
+            assert (onchain.stake_total, onchain.request_block) == (
+                job.stake_total,
+                job.request_block,
+            )
 
         for address, n in self.nodes.items():
             info = self.d.nodes.node(address)
@@ -914,7 +955,7 @@ _COMMON = settings(
 
 
 class TestLedgerMachine(LedgerMachine.TestCase):
-    settings = settings(_COMMON, max_examples=200, stateful_step_count=50)
+    settings = settings(_COMMON, max_examples=200, stateful_step_count=40)
 
 
 @pytest.mark.slow
