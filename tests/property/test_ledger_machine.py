@@ -244,11 +244,12 @@ class LedgerMachine(RuleBasedStateMachine):
     def _unsettled(self) -> list[JobId]:
         return [j for j, job in self.job_model.items() if not job.state.terminal]
 
-    def _pick_job(self, data: st.DataObject) -> _Job:
-        """Mostly an unsettled job, sometimes any (a settled one must refuse every move)."""
-        unsettled = self._unsettled()
-        if unsettled and data.draw(PREFER, label="prefer") == "preferred":
-            return self.job_model[data.draw(st.sampled_from(unsettled), label="job")]
+    def _pick_job(self, data: st.DataObject, mode: Mode | None = None) -> _Job:
+        """Mostly an unsettled job (of `mode`, if given), sometimes any: a settled job, or
+        one of the other mode, must refuse the move."""
+        likely = [j for j in self._unsettled() if mode in (None, self.job_model[j].mode)]
+        if likely and data.draw(PREFER, label="prefer") == "preferred":
+            return self.job_model[data.draw(st.sampled_from(likely), label="job")]
         return self.job_model[data.draw(st.sampled_from(sorted(self.job_model)), label="job")]
 
     def _open_assignments(self, node: Address) -> int:
@@ -614,12 +615,12 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(answer=ANSWER, data=st.data())
     def commit(self, answer: int, data: st.DataObject) -> None:
-        job = self._pick_job(data)
+        job = self._pick_job(data, Mode.QUORUM)
         self._commit(job, self._pick_node(data, self._drawn(job)), answer)
 
     @rule(tamper=TAMPER, data=st.data())
     def reveal(self, tamper: str, data: st.DataObject) -> None:
-        job = self._pick_job(data)
+        job = self._pick_job(data, Mode.QUORUM)
         self._reveal(job, self._pick_node(data, job.seats), tamper)
 
     # -- signed: receipts ----------------------------------------------------------
@@ -670,7 +671,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def submit_receipt(
         self, answer: int, forged: bool, submitter: int, data: st.DataObject
     ) -> None:
-        job = self._pick_job(data)
+        job = self._pick_job(data, Mode.SIGNED)
         node = self._pick_node(data, self._drawn(job))
         self._submit(job, node, answer, forged, self.w.everyone[submitter])
 
