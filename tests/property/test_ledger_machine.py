@@ -837,6 +837,9 @@ class LedgerMachine(RuleBasedStateMachine):
             if not acted:
                 self._advance_to(job.reveal_deadline)
 
+    # A single argument sorts this rule first in hypothesis's rule order, and hypothesis
+    # draws its first rule about three times as often as the others: without that, paid
+    # quorums and slashes get rare. Keep it to one argument.
     @rule(data=st.data())
     def progress(self, data: st.DataObject) -> None:
         """The network's next few moves on an unsettled job: seat drawn nodes, reveal, sign,
