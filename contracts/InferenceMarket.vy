@@ -179,6 +179,7 @@ event JobPaid:
     output_hash: bytes32
     winners: uint256
     node_amount: uint256
+    owner: address
     owner_amount: uint256
     treasury_amount: uint256
 
@@ -516,7 +517,8 @@ def _pay(job_id: uint256, m: Meta, output_hash: bytes32, winners: DynArray[addre
     for w: address in winners:
         self.owed[w] += per_node
     # The model's owner at settlement is paid (owners may hand a model over).
-    self.owed[(staticcall MODELS.terms(self._jobs[job_id].model_id))[0]] += owner_amount
+    owner: address = (staticcall MODELS.terms(self._jobs[job_id].model_id))[0]
+    self.owed[owner] += owner_amount
     self.owed[staticcall PARAMS.treasury()] += treasury_amount
     self._set_state(job_id, m, STATE_PAID)
     self._jobs[job_id].result = output_hash
@@ -527,6 +529,7 @@ def _pay(job_id: uint256, m: Meta, output_hash: bytes32, winners: DynArray[addre
         output_hash=output_hash,
         winners=len(winners),
         node_amount=per_node,
+        owner=owner,
         owner_amount=owner_amount,
         treasury_amount=treasury_amount,
     )

@@ -50,6 +50,8 @@ def test_signed_job_pays_node_owner_and_treasury(any_net: Network) -> None:
     split = split_fee(run.job.escrow, 1, p.owner_bps, p.treasury_bps)
     assert d.market.owed(node) == split.per_node
     assert d.market.owed(addr(any_net.model_owner)) == split.owner
+    (paid,) = d.market.events(run.transactions[-1][1], "JobPaid")
+    assert paid.args["owner"] == addr(any_net.model_owner)
     assert d.market.owed(p.treasury) == split.treasury
     before = d.token.balance_of(node)
     d.market.withdraw(sender=node)
