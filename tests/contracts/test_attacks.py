@@ -14,9 +14,8 @@ import pytest
 
 from tests.helpers import addr, assert_nothing_lost, h
 from verinet.devnet.bootstrap import TOKEN, Network, stake_node
-from verinet.devnet.jobs import run_quorum
+from verinet.devnet.jobs import run_quorum, sign_for
 from verinet.errors import FeeTooHigh, NotEligible, NotProtocol
-from verinet.protocol.receipts import sign_receipt
 from verinet.protocol.rules import commitment
 from verinet.protocol.types import JobState, Mode
 from verinet.types import Address, Wei
@@ -59,15 +58,7 @@ def test_requester_cannot_void_a_receipt_with_dust_stake(net: Network) -> None:
     d, client = net.deployment, net.clients[0]
     job_id, _ = d.market.request(net.model_id, h("in"), Mode.SIGNED, 1, sender=addr(client))
     node = next(n for n in net.nodes if d.market.is_eligible(job_id, addr(n)))
-    receipt = sign_receipt(
-        node,
-        chain_id=net.chain.chain_id,
-        market=d.market.address,
-        job_id=job_id,
-        model_id=net.model_id,
-        input_hash=h("in"),
-        output_hash=h("out"),
-    )
+    receipt = sign_for(net, node, job_id, h("in"), h("out"))
     # The requester, holding the output, moves the total stake by a single wei.
     d.nodes.register("http://127.0.0.1:1", sender=addr(client))
     d.token.approve(d.nodes.address, Wei(1), sender=addr(client))

@@ -10,7 +10,7 @@ import pytest
 
 from tests.helpers import addr, assert_nothing_lost, h
 from verinet.devnet.bootstrap import Network
-from verinet.devnet.jobs import run_quorum, run_signed
+from verinet.devnet.jobs import run_quorum, run_signed, sign_for
 from verinet.errors import (
     ContractRevert,
     DeadlinePassed,
@@ -22,7 +22,7 @@ from verinet.errors import (
     StillUnbonding,
     TooEarly,
 )
-from verinet.protocol.receipts import receipt_digest, sign_receipt
+from verinet.protocol.receipts import receipt_digest
 from verinet.protocol.rules import commitment, slash_amount, split_fee
 from verinet.protocol.types import JobState, Mode, Penalty
 from verinet.types import Wei
@@ -137,15 +137,7 @@ def test_receipt_digest_matches_python(any_net: Network) -> None:
     d, client = any_net.deployment, any_net.clients[0]
     job_id, _ = d.market.request(any_net.model_id, h("dg"), Mode.SIGNED, 1, sender=addr(client))
     node = any_net.nodes[0]
-    receipt = sign_receipt(
-        node,
-        chain_id=any_net.chain.chain_id,
-        market=d.market.address,
-        job_id=job_id,
-        model_id=any_net.model_id,
-        input_hash=h("dg"),
-        output_hash=h("out"),
-    )
+    receipt = sign_for(any_net, node, job_id, h("dg"), h("out"))
     assert d.market.receipt_digest(job_id, h("out"), addr(node)) == receipt_digest(receipt)
 
 

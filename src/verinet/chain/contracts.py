@@ -141,6 +141,10 @@ class Params(BoundContract):
     def owner(self) -> Address:
         return Address(self._call("owner"))
 
+    def selection_round(self) -> int:
+        """Seconds after which the eligibility draw for an unfilled job doubles."""
+        return int(self._call("selection_round"))
+
     def set_min_stake(self, amount: Wei, *, sender: Address) -> TxReceipt:
         return self._send("set_min_stake", amount, sender=sender)
 

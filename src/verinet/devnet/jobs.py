@@ -40,8 +40,23 @@ def _eligible(net: Network, job_id: JobId, want: int) -> list[LocalAccount]:
         drawn = [n for n in net.nodes if market.is_eligible(job_id, Address(n.address))]
         if len(drawn) >= want:
             return drawn[:want]
-        net.chain.advance_time(int(params._call("selection_round")))
+        net.chain.advance_time(params.selection_round())
     raise RuntimeError(f"fewer than {want} nodes were ever drawn for job {job_id}")
+
+
+def sign_for(
+    net: Network, node: LocalAccount, job_id: JobId, input_hash: Hash32, output_hash: Hash32
+) -> Receipt:
+    """`node`'s EIP-712 receipt for a job on `net`'s market and model."""
+    return sign_receipt(
+        node,
+        chain_id=net.chain.chain_id,
+        market=net.deployment.market.address,
+        job_id=job_id,
+        model_id=net.model_id,
+        input_hash=input_hash,
+        output_hash=output_hash,
+    )
 
 
 def run_signed(
@@ -53,15 +68,7 @@ def run_signed(
     job_id, receipt = d.market.request(net.model_id, input_hash, Mode.SIGNED, 1, sender=sender)
     run = JobRun(job_id, transactions=[("request", receipt)])
     (node,) = _eligible(net, job_id, 1)
-    signed = sign_receipt(
-        node,
-        chain_id=net.chain.chain_id,
-        market=d.market.address,
-        job_id=job_id,
-        model_id=net.model_id,
-        input_hash=input_hash,
-        output_hash=output_hash,
-    )
+    signed = sign_for(net, node, job_id, input_hash, output_hash)
     run.receipt = signed
     run.transactions.append(("submit_receipt", d.market.submit_receipt(signed, sender=sender)))
     run.transactions.append(("finalize", d.market.finalize(job_id, sender=sender)))
