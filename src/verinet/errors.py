@@ -10,7 +10,30 @@ VerinetError
 │   │   ├── ReceiptWrongDomain
 │   │   ├── ReceiptMalleable
 │   │   └── ReceiptWrongSigner
-│   └── CommitmentMismatchError      (ValueError)
+│   ├── CommitmentMismatchError      (ValueError)
+│   └── BlobMismatch                 (ValueError)   a peer served bytes that do not hash to the CID
+├── HubError                                         content addressing and the blob store
+│   ├── MalformedCid                 (ValueError)
+│   ├── BlobNotFound                 (LookupError)
+│   ├── CorruptBlob                  (ValueError)   stored bytes no longer match their CID
+│   ├── InvalidManifest              (ValueError)
+│   └── FetchFailed                  (TransientError) no peer served a verified copy
+├── UnsafeModel                      (ValueError)   refused before any runtime session exists
+│   ├── MalformedModel                               not a parsable, well-formed ONNX model
+│   ├── ModelCidMismatch                             the bytes do not hash to the expected CID
+│   ├── ModelTooLarge                                file, tensor, node count or nesting over limit
+│   │   ├── TensorTooLarge                           an initializer or constant-produced shape
+│   │   └── GraphTooDeep                             subgraphs nested past the limit
+│   ├── DisallowedOperator                           op outside the allowlist (or nondeterministic)
+│   ├── CustomDomain                                 custom operator domain / model-local function
+│   ├── ExternalData                                 tensors stored in files next to the model
+│   └── UnsupportedSignature                         non-tensor inputs/outputs, manifest mismatch
+├── InvalidInput                     (ValueError)   a request's tensors do not fit the model
+│   ├── MissingInput / UnexpectedInput
+│   ├── DtypeMismatch / ShapeMismatch
+│   ├── InputTooLarge
+│   └── NonFiniteInput
+├── ExecutionFailed                  (RuntimeError) onnxruntime refused or failed a run
 └── ContractRevert                                   the chain refused a transaction
     ├── ContractRevert subclasses, one per reason code the contracts use
     │   (NotEligible, OpenAssignments, TooEarly, ... see REVERT_REASONS)
@@ -64,6 +87,106 @@ class ReceiptWrongSigner(InvalidReceipt):
 
 class CommitmentMismatchError(ProtocolViolation, ValueError):
     """A reveal does not open the commitment made earlier."""
+
+
+class BlobMismatch(ProtocolViolation, ValueError):
+    """A peer served bytes that do not hash to the CID that was asked for."""
+
+
+class HubError(VerinetError):
+    """Content addressing, the blob store and manifests."""
+
+
+class MalformedCid(HubError, ValueError):
+    """Not a CIDv1 with a sha2-256 multihash and a codec Verinet uses."""
+
+
+class BlobNotFound(HubError, LookupError):
+    """The store holds no blob with this CID."""
+
+
+class CorruptBlob(HubError, ValueError):
+    """Bytes on disk no longer hash to their CID (disk fault or tampering); the blob was quarantined."""
+
+
+class InvalidManifest(HubError, ValueError):
+    """A model manifest or chunk list failed validation."""
+
+
+class FetchFailed(HubError, TransientError):
+    """No peer served a verified copy of a blob; retry later or add peers."""
+
+
+class UnsafeModel(VerinetError, ValueError):
+    """A model file was refused before any onnxruntime session was created."""
+
+
+class MalformedModel(UnsafeModel):
+    """The bytes are not a parsable, well-formed ONNX model."""
+
+
+class ModelCidMismatch(UnsafeModel):
+    """The model's bytes do not hash to the CID it was published under."""
+
+
+class ModelTooLarge(UnsafeModel):
+    """The file, a tensor, the node count or the nesting depth exceeds its limit."""
+
+
+class TensorTooLarge(ModelTooLarge):
+    """An initializer, constant or constant-produced shape holds more elements than allowed."""
+
+
+class GraphTooDeep(ModelTooLarge):
+    """Subgraphs (If/Loop/Scan bodies) are nested deeper than allowed."""
+
+
+class DisallowedOperator(UnsafeModel):
+    """An operator outside the allowlist (unknown, non-tensor or nondeterministic)."""
+
+
+class CustomDomain(UnsafeModel):
+    """An operator from a custom domain, which would need a custom-op library to run."""
+
+
+class ExternalData(UnsafeModel):
+    """Tensor data stored outside the model file; Verinet models are one self-contained file."""
+
+
+class UnsupportedSignature(UnsafeModel):
+    """Graph inputs/outputs Verinet cannot carry (non-tensor) or that disagree with the manifest."""
+
+
+class InvalidInput(VerinetError, ValueError):
+    """The request's tensors do not fit the model's declared inputs."""
+
+
+class MissingInput(InvalidInput):
+    """A declared input was not given."""
+
+
+class UnexpectedInput(InvalidInput):
+    """An input was given that the model does not declare."""
+
+
+class DtypeMismatch(InvalidInput):
+    """An input has another dtype than the manifest declares."""
+
+
+class ShapeMismatch(InvalidInput):
+    """An input's rank or a dimension disagrees with the manifest (or with another input)."""
+
+
+class InputTooLarge(InvalidInput):
+    """An input (or all inputs together) exceeds the size limit."""
+
+
+class NonFiniteInput(InvalidInput):
+    """A float input holds NaN or Inf and the model's policy forbids them."""
+
+
+class ExecutionFailed(VerinetError, RuntimeError):
+    """onnxruntime refused the model or failed during a run."""
 
 
 class ContractRevert(VerinetError):

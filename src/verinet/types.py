@@ -14,3 +14,5 @@ Wei = NewType("Wei", int)
 """An amount in the token's smallest unit."""
 Hash32 = NewType("Hash32", bytes)
 """A 32-byte digest (keccak or sha256)."""
+Cid = NewType("Cid", str)
+"""A CIDv1 (sha2-256) in its base32 text form, e.g. ``bafkrei...``; `verinet.hub.cid` converts."""
