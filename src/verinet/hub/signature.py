@@ -1,0 +1,97 @@
+"""A model's tensor signature, read from the ONNX graph and checked against its manifest."""
+
+from __future__ import annotations
+
+import onnx
+
+from verinet.errors import UnsupportedSignature
+from verinet.hub.manifest import Dim, ModelManifest, TensorSpec
+
+_ELEMENT_NAMES: dict[int, str] = {
+    onnx.TensorProto.FLOAT: "float32",
+    onnx.TensorProto.UINT8: "uint8",
+    onnx.TensorProto.INT8: "int8",
+    onnx.TensorProto.UINT16: "uint16",
+    onnx.TensorProto.INT16: "int16",
+    onnx.TensorProto.INT32: "int32",
+    onnx.TensorProto.INT64: "int64",
+    onnx.TensorProto.STRING: "string",
+    onnx.TensorProto.BOOL: "bool",
+    onnx.TensorProto.FLOAT16: "float16",
+    onnx.TensorProto.DOUBLE: "float64",
+    onnx.TensorProto.UINT32: "uint32",
+    onnx.TensorProto.UINT64: "uint64",
+}
+
+
+def _spec(value: onnx.ValueInfoProto, position: int) -> TensorSpec:
+    if not value.type.HasField("tensor_type"):
+        raise UnsupportedSignature(
+            f"graph value {value.name!r} is not a tensor ({value.type.WhichOneof('value')}); "
+            "Verinet models take and return tensors only (skl2onnx: options={'zipmap': False})"
+        )
+    tensor = value.type.tensor_type
+    dtype = _ELEMENT_NAMES.get(tensor.elem_type)
+    if dtype is None:
+        raise UnsupportedSignature(
+            f"graph value {value.name!r} has element type "
+            f"{onnx.TensorProto.DataType.Name(tensor.elem_type)}, which Verinet cannot carry"
+        )
+    if not tensor.HasField("shape"):
+        raise UnsupportedSignature(f"graph value {value.name!r} declares no shape; give its rank")
+    dims: list[Dim] = []
+    for axis, dim in enumerate(tensor.shape.dim):
+        if dim.HasField("dim_value"):
+            dims.append(dim.dim_value)
+        elif dim.dim_param and dim.dim_param.isidentifier():
+            dims.append(dim.dim_param)
+        else:
+            # An anonymous dynamic dimension: give it a name unique to this value and axis.
+            dims.append(f"d{position}_{axis}")
+    return TensorSpec(name=value.name, dtype=dtype, shape=tuple(dims))
+
+
+def graph_signature(
+    model: onnx.ModelProto,
+) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """(inputs, outputs) of the main graph. Graph inputs that also have an initializer are
+    weights with a default, not request inputs, and are left out: Verinet never lets a request
+    override a model's weights."""
+    weights = {init.name for init in model.graph.initializer}
+    feeds = [value for value in model.graph.input if value.name not in weights]
+    inputs = tuple(_spec(value, i) for i, value in enumerate(feeds))
+    outputs = tuple(_spec(value, len(feeds) + i) for i, value in enumerate(model.graph.output))
+    return inputs, outputs
+
+
+def _compatible(declared: TensorSpec, actual: TensorSpec) -> str | None:
+    if declared.name != actual.name:
+        return f"name {declared.name!r} != graph's {actual.name!r}"
+    if declared.dtype != actual.dtype:
+        return f"{declared.name!r}: dtype {declared.dtype} != graph's {actual.dtype}"
+    if len(declared.shape) != len(actual.shape):
+        return f"{declared.name!r}: rank {len(declared.shape)} != graph's {len(actual.shape)}"
+    for axis, (mine, theirs) in enumerate(zip(declared.shape, actual.shape, strict=True)):
+        # The manifest may fix a dimension the graph leaves open, never the reverse.
+        if isinstance(theirs, int) and mine != theirs:
+            return f"{declared.name!r} axis {axis}: {mine} != graph's fixed {theirs}"
+    return None
+
+
+def check_signature(model: onnx.ModelProto, manifest: ModelManifest) -> None:
+    """Refuse a manifest whose inputs/outputs disagree with the graph (names in order, dtypes,
+    ranks, and every dimension the graph fixes)."""
+    inputs, outputs = graph_signature(model)
+    for kind, declared, actual in (
+        ("inputs", manifest.inputs, inputs),
+        ("outputs", manifest.outputs, outputs),
+    ):
+        if len(declared) != len(actual):
+            raise UnsupportedSignature(
+                f"the manifest declares {len(declared)} {kind}, the graph has {len(actual)}: "
+                f"{[spec.name for spec in actual]}"
+            )
+        for mine, theirs in zip(declared, actual, strict=True):
+            problem = _compatible(mine, theirs)
+            if problem:
+                raise UnsupportedSignature(f"manifest {kind} disagree with the graph: {problem}")

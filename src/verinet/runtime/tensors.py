@@ -1,0 +1,115 @@
+"""The canonical tensor encoding that Verinet hashes.
+
+Two nodes agree on a tensor when they agree on its hash, so the bytes hashed must not depend on
+the machine, numpy's memory layout or Python's pickling. One tensor is encoded as::
+
+    dtype   u8          the ONNX TensorProto element type (FLOAT=1, INT64=7, BOOL=9, ...)
+    rank    u8
+    dims    rank x u64  little-endian
+    data                the elements in C (row-major) order, little-endian; bool as one byte
+                        0/1; strings as u32 little-endian byte length + UTF-8 bytes each
+
+A named group of tensors (a request's inputs, a model's outputs, one op's outputs) is::
+
+    count   u32         little-endian
+    then per tensor, in the model's declared order:
+    name    u16 length + UTF-8 bytes
+    tensor  as above
+
+`tensor_hash` / `group_hash` are sha2-256 of these bytes. The encoding is streamed into the
+hash, so a large tensor is never copied just to be hashed (except to fix byte order or layout).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from verinet.types import Hash32
+
+Array = npt.NDArray[Any]
+
+ELEMENT_TYPES: Final[dict[str, int]] = {
+    "float32": 1,
+    "uint8": 2,
+    "int8": 3,
+    "uint16": 4,
+    "int16": 5,
+    "int32": 6,
+    "int64": 7,
+    "string": 8,
+    "bool": 9,
+    "float16": 10,
+    "float64": 11,
+    "uint32": 12,
+    "uint64": 13,
+}
+"""numpy dtype name → ONNX TensorProto element type."""
+DTYPE_NAMES: Final[dict[int, str]] = {code: name for name, code in ELEMENT_TYPES.items()}
+
+
+def dtype_name(array: Array) -> str:
+    """The manifest name of an array's dtype (``string`` for str/object arrays of str)."""
+    kind = array.dtype.kind
+    if kind in "OUS":
+        return "string"
+    name = array.dtype.name
+    if name not in ELEMENT_TYPES:
+        raise TypeError(f"dtype {array.dtype} has no canonical encoding")
+    return name
+
+
+def _update(h: Any, array: Array) -> None:
+    name = dtype_name(array)
+    if array.ndim > 255:
+        raise ValueError(f"rank {array.ndim} exceeds 255")
+    h.update(struct.pack(f"<BB{array.ndim}Q", ELEMENT_TYPES[name], array.ndim, *array.shape))
+    if name == "string":
+        for item in array.reshape(-1).tolist():
+            raw = item if isinstance(item, bytes) else str(item).encode()
+            h.update(struct.pack("<I", len(raw)))
+            h.update(raw)
+        return
+    if name == "bool":
+        array = array.view(np.uint8)
+    data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+    h.update(memoryview(data).cast("B"))
+
+
+def encode_tensor(array: Array) -> bytes:
+    """The canonical bytes of one tensor (mostly for tests and documentation; hashing streams)."""
+    sink = _Sink()
+    _update(sink, np.asarray(array))
+    return bytes(sink.buffer)
+
+
+def tensor_hash(array: Array) -> Hash32:
+    h = hashlib.sha256()
+    _update(h, np.asarray(array))
+    return Hash32(h.digest())
+
+
+def group_hash(tensors: Sequence[tuple[str, Array]] | Mapping[str, Array]) -> Hash32:
+    """sha2-256 of a named group of tensors in the given order (a mapping's insertion order)."""
+    items = list(tensors.items()) if isinstance(tensors, Mapping) else list(tensors)
+    h = hashlib.sha256()
+    h.update(struct.pack("<I", len(items)))
+    for name, array in items:
+        raw = name.encode()
+        h.update(struct.pack("<H", len(raw)))
+        h.update(raw)
+        _update(h, np.asarray(array))
+    return Hash32(h.digest())
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+
+    def update(self, data: bytes | memoryview) -> None:
+        self.buffer += data
