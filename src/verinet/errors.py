@@ -106,7 +106,7 @@ class BlobNotFound(HubError, LookupError):
 
 
 class CorruptBlob(HubError, ValueError):
-    """Bytes on disk no longer hash to their CID (disk fault or tampering); the blob was quarantined."""
+    """Bytes on disk no longer hash to their CID (disk fault, tampering); now quarantined."""
 
 
 class InvalidManifest(HubError, ValueError):

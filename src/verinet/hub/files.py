@@ -41,8 +41,8 @@ class ChunkList(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    type: Literal["verinet.chunks/1"] = CHUNK_LIST_TYPE
-    chunk_size: Literal[1048576] = CHUNK_SIZE
+    type: Literal["verinet.chunks/1"] = "verinet.chunks/1"
+    chunk_size: Literal[1048576] = 1048576
     size: int = Field(gt=CHUNK_SIZE)
     chunks: tuple[ChunkRef, ...] = Field(max_length=MAX_CHUNKS)
 

@@ -15,7 +15,7 @@ from verinet.hub.manifest import ModelManifest
 from verinet.hub.safety import DEFAULT_LIMITS, Limits, check_model
 from verinet.hub.signature import check_signature, graph_signature
 from verinet.hub.store import BlobStore
-from verinet.types import Address, Cid, ModelId
+from verinet.types import Address, Cid, ModelId, Wei
 
 
 def draft_manifest(
@@ -99,11 +99,11 @@ def publish(
     model_raw, manifest_raw = cids.to_bytes(manifest.model), cids.to_bytes(manifest_cid)
     if previous is None:
         model_id, receipt = registry.publish(
-            model_raw, manifest_raw, manifest.fee, manifest.mode_bits, sender=sender
+            model_raw, manifest_raw, Wei(manifest.fee), manifest.mode_bits, sender=sender
         )
     else:
         model_id, receipt = registry.publish_version(
-            previous, model_raw, manifest_raw, manifest.fee, manifest.mode_bits, sender=sender
+            previous, model_raw, manifest_raw, Wei(manifest.fee), manifest.mode_bits, sender=sender
         )
     return Published(model_id, manifest.model, manifest_cid, manifest, receipt)
 

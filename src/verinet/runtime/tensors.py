@@ -78,7 +78,7 @@ def _update(h: Any, array: Array) -> None:
     if name == "bool":
         array = array.view(np.uint8)
     data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
-    h.update(memoryview(data).cast("B"))
+    h.update(data.data.cast("B"))
 
 
 def encode_tensor(array: Array) -> bytes:
