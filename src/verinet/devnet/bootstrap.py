@@ -10,10 +10,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from eth_account.signers.local import LocalAccount
-from eth_utils.crypto import keccak
 
 from verinet.chain._backend import Chain
 from verinet.chain.deploy import Deployment, deploy_protocol
+from verinet.hub import cid as cids
 from verinet.protocol.types import Mode
 from verinet.types import Address, ModelId, Wei
 
@@ -24,8 +24,9 @@ DEFAULT_FEE = Wei(TOKEN)
 
 
 def placeholder_cid(label: str) -> bytes:
-    """A binary CIDv1 (raw codec, sha2-256) of `label`, for models not backed by a real file."""
-    return bytes([0x01, 0x55, 0x12, 0x20]) + keccak(text=label)
+    """The binary CIDv1 (raw codec, sha2-256) of the text `label`, for registry entries that
+    stand for a model without a file behind them (contract tests, the tour)."""
+    return cids.to_bytes(cids.cid_of(label.encode()))
 
 
 @dataclass(frozen=True, slots=True)
