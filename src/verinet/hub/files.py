@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from verinet.errors import CorruptBlob, InvalidManifest
+from verinet.errors import CorruptBlob, InvalidManifest, MalformedCid
 from verinet.hub import cid as cids
 from verinet.hub.cid import CHUNK_SIZE
 from verinet.hub.store import BlobStore
@@ -60,7 +60,11 @@ class ChunkList(BaseModel):
         if [c.size for c in chunk_list.chunks] != expected or sum(expected) != chunk_list.size:
             raise InvalidManifest("chunk sizes do not add up to the file size in CHUNK_SIZE steps")
         for chunk in chunk_list.chunks:
-            if cids.codec_of(chunk.cid) != "raw":
+            try:
+                codec = cids.codec_of(chunk.cid)
+            except MalformedCid as exc:
+                raise InvalidManifest(f"chunk list names a bad chunk CID: {exc}") from None
+            if codec != "raw":
                 raise InvalidManifest(f"chunk {chunk.cid} is not a raw blob")
         return chunk_list
 
