@@ -34,6 +34,7 @@ VerinetError
 │   ├── InputTooLarge
 │   └── NonFiniteInput
 ├── ExecutionFailed                  (RuntimeError) onnxruntime refused or failed a run
+│   └── ExecutionTimeout             (TimeoutError) stopped at its deadline
 └── ContractRevert                                   the chain refused a transaction
     ├── ContractRevert subclasses, one per reason code the contracts use
     │   (NotEligible, OpenAssignments, TooEarly, ... see REVERT_REASONS)
@@ -187,6 +188,10 @@ class NonFiniteInput(InvalidInput):
 
 class ExecutionFailed(VerinetError, RuntimeError):
     """onnxruntime refused the model or failed during a run."""
+
+
+class ExecutionTimeout(ExecutionFailed, TimeoutError):
+    """A run passed its time limit and was stopped (the model loops or is too slow)."""
 
 
 class ContractRevert(VerinetError):

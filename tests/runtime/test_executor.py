@@ -11,6 +11,7 @@ from verinet.errors import (
     ConfigError,
     DtypeMismatch,
     ExecutionFailed,
+    ExecutionTimeout,
     InputTooLarge,
     InvalidInput,
     MissingInput,
@@ -206,3 +207,49 @@ def test_sample_models_run(build: object) -> None:
     }
     outputs = executor.run(feeds)
     assert all(np.isfinite(v).all() for v in outputs.values())
+
+
+def _endless_loop() -> onnx.ModelProto:
+    h = onnx.helper
+    body = h.make_graph(
+        [
+            h.make_node("Identity", ["cond_in"], ["cond_out"]),
+            h.make_node("Add", ["v_in", "one"], ["v_out"]),
+        ],
+        "body",
+        [
+            h.make_tensor_value_info("i", onnx.TensorProto.INT64, []),
+            h.make_tensor_value_info("cond_in", onnx.TensorProto.BOOL, []),
+            h.make_tensor_value_info("v_in", onnx.TensorProto.FLOAT, [1]),
+        ],
+        [
+            h.make_tensor_value_info("cond_out", onnx.TensorProto.BOOL, []),
+            h.make_tensor_value_info("v_out", onnx.TensorProto.FLOAT, [1]),
+        ],
+    )
+    graph = h.make_graph(
+        [h.make_node("Loop", ["", "go", "x"], ["y"], body=body)],
+        "forever",
+        [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+        [
+            onnx.numpy_helper.from_array(np.array(True), "go"),
+            onnx.numpy_helper.from_array(np.array([1], np.float32), "one"),
+        ],
+    )
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 21)])
+    model.ir_version = 10
+    return model
+
+
+def test_a_run_that_never_ends_is_stopped_at_its_deadline() -> None:
+    # Static checks cannot tell a Loop that never ends; the watchdog stops it.
+    executor = OnnxExecutor(_endless_loop().SerializeToString(), timeout=0.2)
+    with pytest.raises(ExecutionTimeout, match=r"0\.2 s limit"):
+        executor.run({"x": np.zeros(1, np.float32)})
+    with pytest.raises(ExecutionTimeout):
+        executor.run_traced({"x": np.zeros(1, np.float32)})
+    # The executor stays usable: a finished run's deadline never fires on a later one.
+    fast = OnnxExecutor(mlp().SerializeToString(), timeout=0.2)
+    for _ in range(50):
+        fast.run({"x": _x(1, 16)})

@@ -14,13 +14,13 @@ from typing import Any, Protocol
 import onnx
 import onnxruntime as ort
 
-from verinet.errors import ExecutionFailed, UnsupportedSignature
+from verinet.errors import UnsupportedSignature
 from verinet.hub.files import file_cid
 from verinet.hub.manifest import ExecutionProfile, InputPolicy, ModelManifest, TensorSpec
 from verinet.hub.safety import DEFAULT_LIMITS, Limits, check_model, check_model_proto
 from verinet.hub.signature import check_signature, graph_signature
 from verinet.runtime.inputs import validate_inputs
-from verinet.runtime.session import ORT_ERRORS, first_line, open_session
+from verinet.runtime.session import open_session, run_session
 from verinet.runtime.tensors import Array, group_hash
 from verinet.runtime.trace import Trace, build_trace, execute_op, traced_model
 from verinet.types import Cid, Hash32
@@ -28,6 +28,10 @@ from verinet.types import Cid, Hash32
 MAX_IR_VERSION = 13
 """Highest ONNX IR version onnxruntime 1.31 loads. onnx 1.23's helpers write IR 14 by default,
 so a freshly built model must set ``model.ir_version`` (Verinet's samples write 10)."""
+
+
+DEFAULT_TIMEOUT = 60.0
+"""Seconds one run may take before it is stopped (`ExecutionTimeout`)."""
 
 
 class Executor(Protocol):
@@ -58,6 +62,7 @@ class OnnxExecutor:
         profile: ExecutionProfile | None = None,
         input_policy: InputPolicy | None = None,
         limits: Limits = DEFAULT_LIMITS,
+        timeout: float | None = DEFAULT_TIMEOUT,
     ) -> None:
         if isinstance(model, bytes):
             expected = manifest.model if manifest is not None else None
@@ -73,6 +78,7 @@ class OnnxExecutor:
                 f"save it with model.ir_version = {MAX_IR_VERSION}"
             )
         self.manifest = manifest
+        self.timeout = timeout
         if manifest is not None:
             check_signature(self.model, manifest)
             self._inputs, self._outputs = manifest.inputs, manifest.outputs
@@ -103,10 +109,7 @@ class OnnxExecutor:
         return self.run_validated(feeds)
 
     def run_validated(self, feeds: Mapping[str, Array]) -> dict[str, Array]:
-        try:
-            values = self.session.run(self._output_names, dict(feeds))
-        except ORT_ERRORS as exc:
-            raise ExecutionFailed(f"the model failed on this input: {first_line(exc)}") from None
+        values = run_session(self.session, self._output_names, feeds, timeout=self.timeout)
         return dict(zip(self._output_names, values, strict=True))
 
     def input_hash(self, feeds: Mapping[str, Array]) -> Hash32:
@@ -126,10 +129,7 @@ class OnnxExecutor:
             names = [value.name for value in traced.graph.output]
             self._traced = open_session(traced.SerializeToString(), self.profile), names
         session, names = self._traced
-        try:
-            values = session.run(names, dict(feeds))
-        except ORT_ERRORS as exc:
-            raise ExecutionFailed(f"the model failed on this input: {first_line(exc)}") from None
+        values = run_session(session, names, feeds, timeout=self.timeout)
         return build_trace(
             self.model,
             self.model_cid,
@@ -141,4 +141,4 @@ class OnnxExecutor:
 
     def execute_op(self, index: int, inputs: Mapping[str, Array]) -> dict[str, Array]:
         """Re-execute op `index` alone under this model's profile (the one-step check)."""
-        return execute_op(self.model, index, inputs, self.profile)
+        return execute_op(self.model, index, inputs, self.profile, timeout=self.timeout)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import onnx
 
-from verinet.errors import ExecutionFailed, InvalidInput
+from verinet.errors import InvalidInput
 from verinet.hub import cid as cids
 from verinet.hub.manifest import ExecutionProfile
 from verinet.protocol.trace import (
@@ -28,7 +28,7 @@ from verinet.protocol.trace import (
     merkle_proof,
     merkle_root,
 )
-from verinet.runtime.session import ORT_ERRORS, first_line, open_session
+from verinet.runtime.session import open_session, run_session
 from verinet.runtime.tensors import ELEMENT_TYPES, Array, dtype_name, group_hash
 from verinet.types import Cid, Hash32
 
@@ -178,6 +178,8 @@ def execute_op(
     index: int,
     inputs: Mapping[str, Array],
     profile: ExecutionProfile | None = None,
+    *,
+    timeout: float | None = None,
 ) -> dict[str, Array]:
     """Run op `index` (1-based) of `model` alone on `inputs` under `profile`.
 
@@ -216,8 +218,7 @@ def execute_op(
     single = onnx.helper.make_model(graph, opset_imports=list(model.opset_import))
     single.ir_version = model.ir_version
     session = open_session(single.SerializeToString(), profile or ExecutionProfile())
-    try:
-        values = session.run(outputs, feeds)
-    except ORT_ERRORS as exc:
-        raise ExecutionFailed(f"op {index} ({node.op_type}) failed: {first_line(exc)}") from None
+    values = run_session(
+        session, outputs, feeds, timeout=timeout, what=f"op {index} ({node.op_type})"
+    )
     return dict(zip(outputs, values, strict=True))
