@@ -35,7 +35,7 @@ def draft_manifest(
     """
     model = check_model(model_bytes)
     inputs, outputs = graph_signature(model)
-    return ModelManifest.model_validate(
+    manifest = ModelManifest.model_validate(
         {
             "name": name,
             "version": version,
@@ -49,6 +49,8 @@ def draft_manifest(
             **fields,
         }
     )
+    check_signature(model, manifest)
+    return manifest
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,3 +95,42 @@ def check_signature(model: onnx.ModelProto, manifest: ModelManifest) -> None:
             problem = _compatible(mine, theirs)
             if problem:
                 raise UnsupportedSignature(f"manifest {kind} disagree with the graph: {problem}")
+    if "optimistic" in manifest.modes:
+        reason = untraceable_reason(model)
+        if reason:
+            raise UnsupportedSignature(
+                f"optimistic mode needs a model whose ops replay alone exactly; {reason} and "
+                "onnxruntime computes float16 ops in float32 without rounding between them. "
+                "Drop 'optimistic' from modes or use float32"
+            )
+
+
+_HALF = frozenset({onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16})
+
+
+def untraceable_reason(model: onnx.ModelProto) -> str | None:
+    """Why a traced run of `model` could not be replayed op by op, or None if it can.
+
+    onnxruntime's CPU provider has no float16 kernels for most ops: it wraps them in Casts to
+    float32 (even under ``disable_all``) and drops the Cast pair between two such ops, so the
+    second op reads an unrounded float32 value while the trace records the rounded float16 one.
+    Re-executing that op alone then gives other bits, and an honest node would lose a dispute.
+    Measured on onnxruntime 1.31 (``y = (x * x) * x`` in float16). Such models may use signed
+    and quorum modes, not optimistic.
+    """
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except (onnx.shape_inference.InferenceError, ValueError):
+        inferred = model
+    graph = inferred.graph
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        if value.type.HasField("tensor_type") and value.type.tensor_type.elem_type in _HALF:
+            return f"value {value.name!r} is float16"
+    for init in graph.initializer:
+        if init.data_type in _HALF:
+            return f"weight {init.name!r} is float16"
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.name == "to" and attribute.i in _HALF:
+                return f"op {node.name or node.op_type!r} casts to float16"
+    return None

@@ -18,7 +18,7 @@ from verinet.errors import UnsupportedSignature
 from verinet.hub.files import file_cid
 from verinet.hub.manifest import ExecutionProfile, InputPolicy, ModelManifest, TensorSpec
 from verinet.hub.safety import DEFAULT_LIMITS, Limits, check_model, check_model_proto
-from verinet.hub.signature import check_signature, graph_signature
+from verinet.hub.signature import check_signature, graph_signature, untraceable_reason
 from verinet.runtime.inputs import validate_inputs
 from verinet.runtime.session import open_session, run_session
 from verinet.runtime.tensors import Array, group_hash
@@ -125,6 +125,13 @@ class OnnxExecutor:
         """
         feeds = self.validate(inputs)
         if self._traced is None:
+            reason = untraceable_reason(self.model)
+            if reason:
+                raise UnsupportedSignature(
+                    f"this model cannot be traced: {reason}, and onnxruntime computes float16 "
+                    "ops in float32 without rounding between them, so single ops would not "
+                    "replay exactly"
+                )
             traced = traced_model(self.model)
             names = [value.name for value in traced.graph.output]
             self._traced = open_session(traced.SerializeToString(), self.profile), names

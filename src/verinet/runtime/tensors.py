@@ -77,6 +77,8 @@ def _update(h: Any, array: Array) -> None:
         return
     if name == "bool":
         array = array.view(np.uint8)
+    if array.size == 0:
+        return  # no elements, no bytes (memoryview refuses to cast a zero-size view)
     data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
     h.update(data.data.cast("B"))
 
