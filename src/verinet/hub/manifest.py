@@ -76,11 +76,13 @@ OptimizationLevel = Literal["disable_all", "basic", "extended", "all"]
 class ExecutionProfile(_Frozen):
     """How every node must run the model so that honest nodes agree bit for bit.
 
-    Measured with onnxruntime 1.31 on x86-64: any level above ``disable_all`` rewrites the graph
-    (MatMul+Add fuse into Gemm already at ``basic``), which changes output bits, and a traced
-    run (every op's output exposed) blocks those rewrites. Under ``disable_all`` the ops that run
-    are the ops in the file, so a trace step is exactly one op of the graph and traced outputs
-    equal untraced ones. That is why it is the default and the only level optimistic mode takes.
+    Measured with onnxruntime 1.31 on x86-64: levels above ``disable_all`` rewrite the graph and
+    can change output bits (MatMul+Add fuse into Gemm at ``basic``, which differs once a layer
+    has more than 256 inputs; the sample CNN differs at ``all``, the attention block from
+    ``extended``), and a traced run (every op's output exposed) blocks those rewrites. Under
+    ``disable_all`` the ops that run are the ops in the file, so a trace step is exactly one op
+    and traced outputs equal untraced ones. That is why it is the default and the only level
+    optimistic mode takes. Thread counts must be pinned too: tree ensembles change with them.
     """
 
     provider: Literal["CPUExecutionProvider"] = "CPUExecutionProvider"
