@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 import onnx
-import onnxruntime as ort
 
 from verinet.errors import UnsupportedSignature
 from verinet.hub.files import file_cid
@@ -22,7 +21,7 @@ from verinet.hub.signature import check_signature, graph_signature, untraceable_
 from verinet.runtime.inputs import validate_inputs
 from verinet.runtime.session import open_session, run_session
 from verinet.runtime.tensors import Array, group_hash
-from verinet.runtime.trace import Trace, build_trace, execute_op, traced_model
+from verinet.runtime.trace import Trace, Tracer, execute_op
 from verinet.types import Cid, Hash32
 
 MAX_IR_VERSION = 13
@@ -89,7 +88,7 @@ class OnnxExecutor:
         self.model_cid: Cid = manifest.model if manifest else file_cid(self.model_bytes)
         self.session = open_session(self.model_bytes, self.profile)
         self._output_names = [spec.name for spec in self._outputs]
-        self._traced: tuple[ort.InferenceSession, list[str]] | None = None
+        self._tracer: Tracer | None = None
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
@@ -122,9 +121,10 @@ class OnnxExecutor:
         """Validate and run with every op's outputs exposed; the `Trace` commits to them.
 
         The traced session is created on first use (same profile, extra graph outputs).
+        float16 models are refused (`UnsupportedSignature`): see `untraceable_reason`.
         """
         feeds = self.validate(inputs)
-        if self._traced is None:
+        if self._tracer is None:
             reason = untraceable_reason(self.model)
             if reason:
                 raise UnsupportedSignature(
@@ -132,19 +132,14 @@ class OnnxExecutor:
                     "ops in float32 without rounding between them, so single ops would not "
                     "replay exactly"
                 )
-            traced = traced_model(self.model)
-            names = [value.name for value in traced.graph.output]
-            self._traced = open_session(traced.SerializeToString(), self.profile), names
-        session, names = self._traced
-        values = run_session(session, names, feeds, timeout=self.timeout)
-        return build_trace(
-            self.model,
-            self.model_cid,
-            feeds,
-            dict(zip(names, values, strict=True)),
-            self._output_names,
-            [spec.name for spec in self._inputs],
-        )
+            self._tracer = Tracer(
+                self.model,
+                self.model_cid,
+                [spec.name for spec in self._inputs],
+                self._output_names,
+                self.profile,
+            )
+        return self._tracer.run(feeds, timeout=self.timeout)
 
     def execute_op(self, index: int, inputs: Mapping[str, Array]) -> dict[str, Array]:
         """Re-execute op `index` alone under this model's profile (the one-step check)."""

@@ -89,6 +89,7 @@ class _Watchdog:
         self._ids = itertools.count()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._wake_at = float("inf")  # when the thread next wakes by itself
 
     def watch(self, options: ort.RunOptions, timeout: float) -> int:
         with self._cond:
@@ -101,9 +102,12 @@ class _Watchdog:
             while self._heap and self._heap[0][1] not in self._live:
                 heapq.heappop(self._heap)
             ticket = next(self._ids)
+            deadline = time.monotonic() + timeout
             self._live[ticket] = options
-            heapq.heappush(self._heap, (time.monotonic() + timeout, ticket))
-            if self._heap[0][1] == ticket:
+            heapq.heappush(self._heap, (deadline, ticket))
+            # Wake the thread only if it would sleep past this deadline: waking it on every
+            # run costs more than a small model's whole run.
+            if deadline < self._wake_at:
                 self._cond.notify()
             return ticket
 
@@ -117,11 +121,13 @@ class _Watchdog:
                 while self._heap and self._heap[0][1] not in self._live:
                     heapq.heappop(self._heap)
                 if not self._heap:
+                    self._wake_at = float("inf")
                     self._cond.wait()
                     continue
                 deadline, ticket = self._heap[0]
                 delay = deadline - time.monotonic()
                 if delay > 0:
+                    self._wake_at = deadline
                     self._cond.wait(delay)
                     continue
                 heapq.heappop(self._heap)

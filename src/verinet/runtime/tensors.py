@@ -53,14 +53,18 @@ ELEMENT_TYPES: Final[dict[str, int]] = {
 DTYPE_NAMES: Final[dict[int, str]] = {code: name for name, code in ELEMENT_TYPES.items()}
 
 
+_NAMES: dict[np.dtype[Any], str] = {}  # dtype → name; `dtype.name` costs ~1.5 us per call
+
+
 def dtype_name(array: Array) -> str:
     """The manifest name of an array's dtype (``string`` for str/object arrays of str)."""
-    kind = array.dtype.kind
-    if kind in "OUS":
-        return "string"
-    name = array.dtype.name
-    if name not in ELEMENT_TYPES:
-        raise TypeError(f"dtype {array.dtype} has no canonical encoding")
+    dtype = array.dtype
+    name = _NAMES.get(dtype)
+    if name is None:
+        name = "string" if dtype.kind in "OUS" else dtype.name
+        if name not in ELEMENT_TYPES:
+            raise TypeError(f"dtype {dtype} has no canonical encoding")
+        _NAMES[dtype] = name
     return name
 
 
@@ -77,10 +81,8 @@ def _update(h: Any, array: Array) -> None:
         return
     if name == "bool":
         array = array.view(np.uint8)
-    if array.size == 0:
-        return  # no elements, no bytes (memoryview refuses to cast a zero-size view)
-    data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
-    h.update(data.data.cast("B"))
+    # hashlib reads any C-contiguous buffer; this copies only to fix layout or byte order.
+    h.update(np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")))
 
 
 def encode_tensor(array: Array) -> bytes:
@@ -113,5 +115,5 @@ class _Sink:
     def __init__(self) -> None:
         self.buffer = bytearray()
 
-    def update(self, data: bytes | memoryview) -> None:
-        self.buffer += data
+    def update(self, data: bytes | Array) -> None:
+        self.buffer += data.tobytes() if isinstance(data, np.ndarray) else data
