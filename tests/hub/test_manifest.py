@@ -153,3 +153,28 @@ def test_publish_refuses_a_file_that_is_not_the_manifests(net: Network, tmp_path
         )
     assert net.deployment.models.model_count() == count
     assert list(store) == []
+
+
+@pytest.mark.parametrize(
+    ("edit", "why"),
+    [
+        (lambda d: d.replace(b'"fee":5', b'"fee":"5"'), "a string for a number"),
+        (lambda d: d.replace(b'"fee":5', b'"fee":5.0'), "a float for an integer"),
+        (lambda d: d.replace(b'"intra_op_threads":1', b'"intra_op_threads":true'), "a bool"),
+        (lambda d: d.replace(b'{"comparison"', b'{"fee":5,"comparison"'), "a duplicate key"),
+        (lambda d: d.replace(b",", b", "), "whitespace"),
+        (lambda d: d + b"\n", "a trailing newline"),
+    ],
+)
+def test_only_the_canonical_byte_form_is_a_manifest(edit: object, why: str) -> None:
+    # One manifest, one CID: otherwise one model could be registered under many manifest CIDs.
+    data = _manifest().canonical()
+    changed = edit(data)  # type: ignore[operator]
+    assert changed != data, why
+    with pytest.raises(InvalidManifest):
+        ModelManifest.parse(changed)
+
+
+def test_names_may_not_end_in_a_newline() -> None:
+    with pytest.raises(ValueError, match="letters, digits"):
+        draft_manifest(MODEL, name="mlp\n", fee=1, license="MIT")

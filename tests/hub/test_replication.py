@@ -91,11 +91,12 @@ def servers() -> Iterator[ExitStack]:
         yield stack
 
 
-def _dead_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+def _dead_url(servers: ExitStack) -> str:
+    """A loopback port that refuses connections: bound (so no other server can take it while
+    the test runs) but never listening."""
+    sock = servers.enter_context(socket.socket())
+    sock.bind(("127.0.0.1", 0))
+    return f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 def _assert_all_verified(store: DiskStore) -> None:
@@ -450,7 +451,7 @@ def test_dead_empty_and_failing_peers_are_skipped(
     servers: ExitStack,
     tmp_path: Path,
 ) -> None:
-    dead = _dead_url()
+    dead = _dead_url(servers)
     empty = servers.enter_context(serve(blob_app(DiskStore(tmp_path / "empty"))))
     broken = servers.enter_context(serve(failing))
     replicate(origin.cid, [dead, empty, broken, origin.url], target, client=client)
@@ -462,7 +463,7 @@ def test_dead_empty_and_failing_peers_are_skipped(
 def test_fetch_failed_names_every_peer(
     origin: Origin, target: DiskStore, servers: ExitStack, tmp_path: Path
 ) -> None:
-    dead = _dead_url()
+    dead = _dead_url(servers)
     empty = servers.enter_context(serve(blob_app(DiskStore(tmp_path / "empty"))))
     with pytest.raises(FetchFailed) as failure:
         replicate(origin.cid, [dead, empty], target, timeout=2.0)
@@ -544,3 +545,28 @@ def test_replicate_model_fetches_manifest_then_model(
     executor = OnnxExecutor(get_file(target, fetched.model), fetched)
     logits = executor.run({"image": np.zeros((1, 3, 32, 32), np.float32)})["logits"]
     assert logits.shape == (1, 10)
+
+
+def test_replicate_model_refuses_a_file_of_another_size(
+    tmp_path: Path, target: DiskStore, client: httpx.Client, servers: ExitStack
+) -> None:
+    # A manifest whose model_size disagrees with the chunk list: nothing past the list is
+    # fetched, so a published manifest cannot make a node download more than it declares.
+    from verinet.devnet.models import cnn
+    from verinet.hub.manifest import ModelManifest
+    from verinet.hub.publish import draft_manifest
+    from verinet.hub.replicate import replicate_model
+
+    model_bytes = cnn(channels=(64, 512)).SerializeToString()
+    honest = draft_manifest(model_bytes, name="cnn", fee=1, license="MIT")
+    lying = honest.model_copy(update={"model_size": 1000})
+    origin = DiskStore(tmp_path / "origin")
+    put_file(origin, model_bytes)
+    manifest_cid = origin.put(lying.canonical(), "json")
+    url = servers.enter_context(serve(blob_app(origin)))
+    with pytest.raises(InvalidManifest, match="not the 1000 expected"):
+        replicate_model(manifest_cid, [url], target, client=client)
+    assert not any(target.has(chunk.cid) for chunk in chunks_of(origin, honest.model).chunks)
+    assert ModelManifest.parse(target.get(manifest_cid)) == lying
+    with pytest.raises(InvalidManifest, match="over this node's limit"):
+        replicate_model(manifest_cid, [url], target, client=client, max_model_bytes=100)

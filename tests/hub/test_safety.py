@@ -544,3 +544,39 @@ def test_mutations_pass_or_raise_unsafe_model(edits: list[tuple[str, int, bytes]
             del data[at : at + len(payload)]
     with contextlib.suppress(UnsafeModel):
         assert isinstance(check_model(bytes(data)), ModelProto)
+
+
+def test_a_shadowed_constant_does_not_hide_training_mode_dropout() -> None:
+    # The main graph's training_mode `t` is True; If branches hold initializers also named
+    # `t` (False). A check that merged constants across scopes would read False and pass.
+    def branch(n: int) -> onnx.GraphProto:
+        return h.make_graph(
+            [h.make_node("Identity", ["t"], [f"o{n}"])],
+            f"b{n}",
+            [],
+            [h.make_tensor_value_info(f"o{n}", TensorProto.BOOL, [])],
+            [from_array(np.array(False), "t")],
+        )
+
+    nodes = [
+        h.make_node("Constant", [], ["t"], value=from_array(np.array(True), "tv")),
+        h.make_node("Dropout", ["x", "r", "t"], ["y"]),
+        h.make_node("If", ["c"], ["z"], then_branch=branch(1), else_branch=branch(2)),
+    ]
+    graph = h.make_graph(
+        nodes,
+        "g",
+        [
+            h.make_tensor_value_info("x", TensorProto.FLOAT, [1000]),
+            h.make_tensor_value_info("c", TensorProto.BOOL, []),
+        ],
+        [
+            h.make_tensor_value_info("y", TensorProto.FLOAT, [1000]),
+            h.make_tensor_value_info("z", TensorProto.BOOL, []),
+        ],
+        [from_array(np.array(0.5, np.float32), "r")],
+    )
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 21)])
+    model.ir_version = 10
+    with pytest.raises(DisallowedOperator, match="training_mode"):
+        check_model(model.SerializeToString())

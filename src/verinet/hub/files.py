@@ -112,6 +112,6 @@ def get_file(store: BlobStore, cid: Cid) -> bytes:
     if chunk_list is None:
         return store.get(cid)
     data = b"".join(store.get(chunk.cid) for chunk in chunk_list.chunks)
-    if len(data) != chunk_list.size:  # pragma: no cover - sizes are checked by ChunkList.parse
+    if len(data) != chunk_list.size:  # a chunk whose bytes match its CID but not its listed size
         raise CorruptBlob(f"file {cid} reassembled to {len(data)} bytes, not {chunk_list.size}")
     return data

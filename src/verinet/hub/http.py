@@ -25,7 +25,7 @@ from verinet.errors import BlobNotFound, CorruptBlob, MalformedCid
 from verinet.hub import cid as cids
 from verinet.hub.store import BlobStore
 
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)", re.IGNORECASE)
+_RANGE = re.compile(r"bytes=([0-9]{0,19})-([0-9]{0,19})", re.IGNORECASE)  # bounded digits
 _IMMUTABLE = "public, max-age=31536000, immutable"
 
 

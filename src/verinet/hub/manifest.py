@@ -65,7 +65,7 @@ class TensorSpec(_Frozen):
         for dim in shape:
             if isinstance(dim, int) and dim < 0:
                 raise ValueError(f"dimension {dim} is negative")
-            if isinstance(dim, str) and not _SYMBOL.match(dim):
+            if isinstance(dim, str) and not _SYMBOL.fullmatch(dim):
                 raise ValueError(f"symbolic dimension {dim!r} must be an identifier")
         return shape
 
@@ -188,7 +188,7 @@ class ModelManifest(_Frozen):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _NAME.match(value):
+        if not _NAME.fullmatch(value):
             raise ValueError("name: letters, digits and . _ - / only, at most 128 characters")
         return value
 
@@ -236,6 +236,14 @@ class ModelManifest(_Frozen):
                 f"manifest is {len(data)} bytes; the limit is {MAX_MANIFEST_BYTES}"
             )
         try:
-            return cls.model_validate_json(data)
+            manifest = cls.model_validate_json(data)
         except ValidationError as exc:
             raise InvalidManifest(f"invalid model manifest: {exc}") from None
+        # One manifest, one byte form, one CID: no "1" for 1, no true for 1, no base58 CIDs,
+        # no duplicate keys, no spacing.
+        if manifest.canonical() != data:
+            raise InvalidManifest(
+                "the manifest is not in canonical form (sorted keys, no whitespace, exact "
+                "types, base32 CIDs); write it with ModelManifest.canonical()"
+            )
+        return manifest

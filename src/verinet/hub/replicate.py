@@ -21,6 +21,7 @@ from verinet.hub import cid as cids
 from verinet.hub.cid import CHUNK_SIZE
 from verinet.hub.files import MAX_CHUNKS, ChunkList
 from verinet.hub.manifest import MAX_MANIFEST_BYTES, ModelManifest
+from verinet.hub.safety import DEFAULT_LIMITS
 from verinet.hub.store import BlobStore
 from verinet.types import Cid
 
@@ -29,7 +30,8 @@ log = logging.getLogger("verinet.hub")
 MAX_CHUNK_LIST_BYTES: Final = 1024 + MAX_CHUNKS * 96
 """Upper bound on a chunk list's size: each entry is about 80 bytes of canonical JSON."""
 
-_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
+_DIGITS = re.compile(r"[0-9]{1,19}")
+_CONTENT_RANGE = re.compile(r"bytes ([0-9]{1,19})-([0-9]{1,19})/([0-9]{1,19})")  # bounded: a peer
 
 
 class _Misbehaved(Exception):
@@ -139,7 +141,7 @@ class _Fetcher:
         if response.headers.get("content-encoding", "identity").lower() != "identity":
             raise _Misbehaved(f"content-encoding {response.headers['content-encoding']!r}")
         length_text = response.headers.get("content-length")
-        length = int(length_text) if length_text and length_text.isdigit() else None
+        length = int(length_text) if length_text and _DIGITS.fullmatch(length_text) else None
         if response.status_code == 200:
             body.clear()  # a full body, also when a resume's Range was ignored (RFC 9110 14.2)
             if length is not None and total is not None and length != total:
@@ -181,6 +183,7 @@ def replicate(
     *,
     client: httpx.Client | None = None,
     timeout: float = 10.0,
+    expected_size: int | None = None,
 ) -> Cid:
     """Make the file `cid` names (a raw blob, or a chunk list and its chunks) whole in `store`.
 
@@ -188,27 +191,37 @@ def replicate(
     it is stored. Returns the normalized CID. Raises `FetchFailed` if some blob could not be
     had from any peer (the blobs fetched so far stay: all verified, and a retry skips them),
     `InvalidManifest` if `cid` names a JSON blob that is not a chunk list. `timeout` applies
-    only to the client made here when `client` is None.
+    only to the client made here when `client` is None. `expected_size` (e.g. a manifest's
+    `model_size`) bounds the download: a chunk list or blob of another size is refused before
+    any chunk is fetched.
     """
     name = cids.normalize(cid)
     http = client or httpx.Client(timeout=timeout)
     try:
-        fetcher = _Fetcher(peers, http)
-        if cids.codec_of(name) == "raw":
-            _ensure(store, fetcher, name, CHUNK_SIZE * 2)
-            return name
-        chunk_list = _chunk_list(store, fetcher, name)
-        # Repeated chunks (a file of zeros is one chunk many times) are fetched once.
-        sizes: dict[Cid, int] = {}
-        for chunk in chunk_list.chunks:
-            chunk_cid = cids.normalize(chunk.cid)
-            sizes[chunk_cid] = max(sizes.get(chunk_cid, 0), chunk.size)
-        for chunk_cid, size in sizes.items():
-            _ensure(store, fetcher, chunk_cid, size)
+        _replicate(name, _Fetcher(peers, http), store, expected_size)
     finally:
         if client is None:
             http.close()
     return name
+
+
+def _replicate(name: Cid, fetcher: _Fetcher, store: BlobStore, expected_size: int | None) -> None:
+    if cids.codec_of(name) == "raw":
+        limit = CHUNK_SIZE * 2 if expected_size is None else expected_size
+        _ensure(store, fetcher, name, limit)
+        return
+    chunk_list = _chunk_list(store, fetcher, name)
+    if expected_size is not None and chunk_list.size != expected_size:
+        raise InvalidManifest(
+            f"{name} is a file of {chunk_list.size} bytes, not the {expected_size} expected"
+        )
+    # Repeated chunks (a file of zeros is one chunk many times) are fetched once.
+    sizes: dict[Cid, int] = {}
+    for chunk in chunk_list.chunks:
+        chunk_cid = cids.normalize(chunk.cid)
+        sizes[chunk_cid] = max(sizes.get(chunk_cid, 0), chunk.size)
+    for chunk_cid, size in sizes.items():
+        _ensure(store, fetcher, chunk_cid, size)
 
 
 def _ensure(store: BlobStore, fetcher: _Fetcher, cid: Cid, max_bytes: int) -> None:
@@ -245,18 +258,22 @@ def replicate_model(
     *,
     client: httpx.Client | None = None,
     timeout: float = 10.0,
+    max_model_bytes: int = DEFAULT_LIMITS.max_file_bytes,
 ) -> ModelManifest:
     """Fetch a model a node decided to serve: its manifest (as the registry names it), then the
     model file the manifest names, every blob verified. Returns the validated manifest."""
     name = cids.normalize(manifest_cid)
     http = client or httpx.Client(timeout=timeout)
     try:
-        if not store.has(name):
-            store.put_verified(
-                name, fetch_blob(name, peers, client=http, max_bytes=MAX_MANIFEST_BYTES)
-            )
+        fetcher = _Fetcher(peers, http)  # one per call: a lying peer is skipped for both parts
+        _ensure(store, fetcher, name, MAX_MANIFEST_BYTES)
         manifest = ModelManifest.parse(store.get(name))
-        replicate(manifest.model, peers, store, client=http)
+        if manifest.model_size > max_model_bytes:
+            raise InvalidManifest(
+                f"manifest {name} names a model of {manifest.model_size} bytes, over this node's "
+                f"limit of {max_model_bytes}"
+            )
+        _replicate(manifest.model, fetcher, store, manifest.model_size)
     finally:
         if client is None:
             http.close()

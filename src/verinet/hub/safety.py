@@ -13,12 +13,14 @@ fetches it from peers it does not trust. Loading it must not
 
 `check_model` refuses such files with a typed `UnsafeModel` whose message says what was found,
 where, and what to do. Checks run cheapest first; nothing is parsed before the size check. Static
-checks cannot see every allocation (a shape computed at run time is only known then), so the
-executor still needs its own memory cap. This module never imports onnxruntime.
+checks cannot see every allocation (a shape computed at run time from an input is only known
+then): the executor stops runs at a deadline, and a memory cap belongs to the process that runs
+models (the node's worker, with an address-space limit). This module never imports onnxruntime.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -346,6 +348,19 @@ def _stored_bytes(t: TensorProto, where: str) -> int:
 
 def _check_constants(graphs: _Graphs, consts: dict[str, TensorProto], limits: Limits) -> None:
     """Checks that read constant values (their stored sizes are verified by now)."""
+    # ONNX names are single-assignment across scopes, but the checker does not enforce it: a
+    # subgraph initializer could shadow an outer value of the same name. A value counts as a
+    # known constant only if the whole model defines its name exactly once.
+    defined = Counter(
+        name
+        for graph, _ in graphs
+        for name in (
+            *(t.name for t in graph.initializer),
+            *(v.name for v in graph.input),
+            *(out for node in graph.node for out in node.output),
+        )
+    )
+    consts = {name: t for name, t in consts.items() if defined[name] == 1}
     for graph, where in graphs:
         for node in graph.node:
             if node.op_type == "Dropout" and len(node.input) > 2 and node.input[2]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import onnx
+from pydantic import ValidationError
 
 from verinet.errors import UnsupportedSignature
 from verinet.hub.manifest import Dim, ModelManifest, TensorSpec
@@ -43,12 +44,18 @@ def _spec(value: onnx.ValueInfoProto, position: int) -> TensorSpec:
     for axis, dim in enumerate(tensor.shape.dim):
         if dim.HasField("dim_value"):
             dims.append(dim.dim_value)
-        elif dim.dim_param and dim.dim_param.isidentifier():
+        elif dim.dim_param and dim.dim_param.isascii() and dim.dim_param.isidentifier():
             dims.append(dim.dim_param)
         else:
             # An anonymous dynamic dimension: give it a name unique to this value and axis.
             dims.append(f"d{position}_{axis}")
-    return TensorSpec(name=value.name, dtype=dtype, shape=tuple(dims))
+    try:
+        return TensorSpec(name=value.name, dtype=dtype, shape=tuple(dims))
+    except ValidationError as exc:
+        raise UnsupportedSignature(
+            f"graph value {value.name[:64]!r} cannot be declared in a manifest: "
+            f"{exc.errors()[0]['msg']}; rename it or its dimensions (ASCII identifiers)"
+        ) from None
 
 
 def graph_signature(

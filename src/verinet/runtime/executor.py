@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import onnx
 
-from verinet.errors import UnsupportedSignature
+from verinet.errors import ConfigError, UnsupportedSignature
 from verinet.hub.files import file_cid
 from verinet.hub.manifest import ExecutionProfile, InputPolicy, ModelManifest, TensorSpec
 from verinet.hub.safety import DEFAULT_LIMITS, Limits, check_model, check_model_proto
@@ -31,6 +31,7 @@ so a freshly built model must set ``model.ir_version`` (Verinet's samples write 
 
 DEFAULT_TIMEOUT = 60.0
 """Seconds one run may take before it is stopped (`ExecutionTimeout`)."""
+MAX_TIMEOUT = 86_400.0
 
 
 class Executor(Protocol):
@@ -77,6 +78,10 @@ class OnnxExecutor:
                 f"save it with model.ir_version = {MAX_IR_VERSION}"
             )
         self.manifest = manifest
+        if timeout is not None and not 0 < timeout <= MAX_TIMEOUT:
+            raise ConfigError(
+                f"timeout must be in (0, {MAX_TIMEOUT}] seconds or None, not {timeout}"
+            )
         self.timeout = timeout
         if manifest is not None:
             check_signature(self.model, manifest)
@@ -125,6 +130,12 @@ class OnnxExecutor:
         """
         feeds = self.validate(inputs)
         if self._tracer is None:
+            if self.profile.graph_optimization != "disable_all":
+                raise UnsupportedSignature(
+                    f"tracing needs graph_optimization 'disable_all', not "
+                    f"{self.profile.graph_optimization!r}: other levels fuse ops in the plain run "
+                    "but not in the traced one, so their outputs would differ"
+                )
             reason = untraceable_reason(self.model)
             if reason:
                 raise UnsupportedSignature(

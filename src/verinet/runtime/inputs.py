@@ -48,8 +48,8 @@ def validate_inputs(
                 f"input {spec.name!r} is a {type(value).__name__}; pass a numpy array "
                 f"(numpy.asarray(value, dtype={spec.dtype!r}))"
             )
-        arrays[spec.name] = value
-    total = sum(array.nbytes for array in arrays.values())
+        arrays[spec.name] = _canonical_layout(spec, value)
+    total = sum(_size(array) for array in arrays.values())
     if total > policy.max_bytes:
         raise InputTooLarge(
             f"inputs total {total} bytes; this model accepts at most {policy.max_bytes} per request"
@@ -66,7 +66,11 @@ def validate_inputs(
         if actual != spec.dtype:
             raise DtypeMismatch(
                 f"input {spec.name!r} has dtype {actual}; the model takes {spec.dtype} "
-                f"(cast with .astype({spec.dtype!r}))"
+                + (
+                    "(pass str items: numpy.asarray(texts, dtype=object))"
+                    if spec.dtype == "string"
+                    else f"(cast with .astype({spec.dtype!r}))"
+                )
             )
         if array.ndim != len(spec.shape):
             raise ShapeMismatch(
@@ -102,3 +106,34 @@ def validate_inputs(
 
 def _shape_text(shape: Sequence[int | str]) -> str:
     return "[" + ", ".join(str(dim) for dim in shape) + "]"
+
+
+def _canonical_layout(spec: TensorSpec, array: Array) -> Array:
+    """The array as onnxruntime must see it: native byte order (the hash normalizes byte order,
+    onnxruntime reads raw bytes), bools as 0/1, strings as an object array of ``str``."""
+    if array.dtype.kind == "b":
+        return np.not_equal(array.view(np.uint8), 0)
+    if array.dtype.kind in "OU" and spec.dtype == "string":
+        items = array.astype(object)
+        for item in items.flat:
+            if not isinstance(item, str):
+                raise DtypeMismatch(
+                    f"input {spec.name!r} holds a {type(item).__name__}; string inputs take str"
+                )
+            try:
+                item.encode()
+            except UnicodeEncodeError:
+                raise InvalidInput(
+                    f"input {spec.name!r} holds a string that is not valid Unicode "
+                    "(a lone surrogate); send UTF-8 text"
+                ) from None
+        return items
+    if not array.dtype.isnative:
+        return array.astype(array.dtype.newbyteorder("="))
+    return array
+
+
+def _size(array: Array) -> int:
+    if array.dtype.kind == "O":
+        return sum(len(item.encode()) + 4 for item in array.flat)
+    return int(array.nbytes)

@@ -128,7 +128,8 @@ class _Watchdog:
                 delay = deadline - time.monotonic()
                 if delay > 0:
                     self._wake_at = deadline
-                    self._cond.wait(delay)
+                    # Never past threading.TIMEOUT_MAX, which would kill this thread.
+                    self._cond.wait(min(delay, threading.TIMEOUT_MAX))
                     continue
                 heapq.heappop(self._heap)
                 self._live.pop(ticket).terminate = True

@@ -57,11 +57,13 @@ _NAMES: dict[np.dtype[Any], str] = {}  # dtype → name; `dtype.name` costs ~1.5
 
 
 def dtype_name(array: Array) -> str:
-    """The manifest name of an array's dtype (``string`` for str/object arrays of str)."""
+    """The manifest name of an array's dtype: ``string`` for unicode (``U``) and object arrays
+    (whose items must be ``str``; `_update` checks), never for byte strings (``S``), which
+    onnxruntime would read as NUL-terminated C strings past each item."""
     dtype = array.dtype
     name = _NAMES.get(dtype)
     if name is None:
-        name = "string" if dtype.kind in "OUS" else dtype.name
+        name = "string" if dtype.kind in "OU" else dtype.name
         if name not in ELEMENT_TYPES:
             raise TypeError(f"dtype {dtype} has no canonical encoding")
         _NAMES[dtype] = name
@@ -75,12 +77,15 @@ def _update(h: Any, array: Array) -> None:
     h.update(struct.pack(f"<BB{array.ndim}Q", ELEMENT_TYPES[name], array.ndim, *array.shape))
     if name == "string":
         for item in array.reshape(-1).tolist():
-            raw = item if isinstance(item, bytes) else str(item).encode()
+            if not isinstance(item, str):
+                raise TypeError(f"a string tensor holds a {type(item).__name__}, not str")
+            raw = item.encode()  # strict: a lone surrogate raises UnicodeEncodeError
             h.update(struct.pack("<I", len(raw)))
             h.update(raw)
         return
     if name == "bool":
-        array = array.view(np.uint8)
+        # Any non-zero byte is True; encode it as 1 so one truth value has one encoding.
+        array = np.not_equal(array.view(np.uint8), 0).view(np.uint8)
     # hashlib reads any C-contiguous buffer; this copies only to fix layout or byte order.
     h.update(np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")))
 

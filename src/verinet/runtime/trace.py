@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import onnx
 
-from verinet.errors import InvalidInput
+from verinet.errors import InvalidInput, UnexpectedInput
 from verinet.hub import cid as cids
 from verinet.hub.manifest import ExecutionProfile
 from verinet.protocol.trace import (
@@ -43,7 +43,11 @@ def _subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
 
 def _outer_refs(graph: onnx.GraphProto) -> list[str]:
     """Names a subgraph reads from enclosing scopes, in first-use order."""
-    defined = {value.name for value in graph.input} | {init.name for init in graph.initializer}
+    defined = (
+        {value.name for value in graph.input}
+        | {init.name for init in graph.initializer}
+        | {sparse.values.name for sparse in graph.sparse_initializer}
+    )
     refs: list[str] = []
     for node in graph.node:
         used = [*node.input]
@@ -214,20 +218,36 @@ def execute_op(
         raise IndexError(f"op index {index} outside 1..{len(nodes)}")
     node = nodes[index - 1]
     weights = {init.name: init for init in model.graph.initializer}
+    sparse_weights = {sparse.values.name: sparse for sparse in model.graph.sparse_initializer}
     graph_inputs: list[onnx.ValueInfoProto] = []
     initializers: list[onnx.TensorProto] = []
+    sparse: list[onnx.SparseTensorProto] = []
     feeds: dict[str, Array] = {}
-    for name in op_inputs(node):
+    reads = op_inputs(node)
+    extra = sorted(str(name) for name in inputs if name not in reads)
+    if extra:
+        raise UnexpectedInput(
+            f"op {index} ({node.op_type}) does not read {extra}; it reads {reads}"
+        )
+    for name in reads:
         if name in weights:
             initializers.append(weights[name])
+            continue
+        if name in sparse_weights:
+            sparse.append(sparse_weights[name])
             continue
         if name not in inputs:
             raise InvalidInput(f"op {index} ({node.op_type}) reads {name!r}; give its tensor")
         array = inputs[name]
+        try:
+            element_type = ELEMENT_TYPES[dtype_name(array)]
+        except (AttributeError, TypeError):
+            raise InvalidInput(
+                f"op {index} ({node.op_type}) input {name!r} must be a numpy array of a "
+                f"supported dtype, not {type(array).__name__} {getattr(array, 'dtype', '')}"
+            ) from None
         graph_inputs.append(
-            onnx.helper.make_tensor_value_info(
-                name, ELEMENT_TYPES[dtype_name(array)], list(array.shape)
-            )
+            onnx.helper.make_tensor_value_info(name, element_type, list(array.shape))
         )
         feeds[name] = array
     outputs = op_outputs(node)
@@ -237,6 +257,7 @@ def execute_op(
         graph_inputs,
         [onnx.ValueInfoProto(name=name) for name in outputs],
         initializers,
+        sparse_initializer=sparse,
     )
     single = onnx.helper.make_model(graph, opset_imports=list(model.opset_import))
     single.ir_version = model.ir_version
