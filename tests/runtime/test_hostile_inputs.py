@@ -85,6 +85,14 @@ def test_one_truth_value_one_encoding() -> None:
     plain = np.array([True, False, True, True])
     assert tensor_hash(odd) == tensor_hash(plain)
     assert executor.run({"x": odd})["y"].view(np.uint8).tolist() == [1, 0, 1, 1]
+    scalar = OnnxExecutor(
+        _model(
+            [helper.make_node("Not", ["x"], ["y"])],
+            [helper.make_tensor_value_info("x", TensorProto.BOOL, [])],
+            [helper.make_tensor_value_info("y", TensorProto.BOOL, [])],
+        )
+    )
+    assert scalar.run({"x": np.array(True)})["y"].item() is False
 
 
 def test_tracing_needs_the_disable_all_profile() -> None:

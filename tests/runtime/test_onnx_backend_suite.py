@@ -79,6 +79,14 @@ def test_node_suite() -> None:
     for key, floor in FLOORS.items():
         assert counts[key] >= floor, f"{key}: {counts[key]} < {floor}\n{json.dumps(counts)}"
 
+    # Inputs that load and validate run, except three onnxruntime refuses at run time
+    # (Attention mask shape, per-channel ConvInteger zero point, ReduceMax of an empty bool set).
+    assert set(lists["run failed"]) <= {
+        "test_attention_4d_diff_heads_mask4d_padded_kv",
+        "test_convinteger_with_padding",
+        "test_reduce_max_empty_set_bool",
+    }, lists["run failed"]
+
     # Zero crashes: every exception on the way was a VerinetError subclass (a refusal), which
     # is what _Step / _fail classify.
     crashed = {r.name: r.crashes for r in results if r.crashes}

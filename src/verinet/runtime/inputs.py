@@ -112,7 +112,7 @@ def _canonical_layout(spec: TensorSpec, array: Array) -> Array:
     """The array as onnxruntime must see it: native byte order (the hash normalizes byte order,
     onnxruntime reads raw bytes), bools as 0/1, strings as an object array of ``str``."""
     if array.dtype.kind == "b":
-        return np.not_equal(array.view(np.uint8), 0)
+        return np.asarray(np.not_equal(array.view(np.uint8), 0))  # 0-d stays an array
     if array.dtype.kind in "OU" and spec.dtype == "string":
         items = array.astype(object)
         for item in items.flat:

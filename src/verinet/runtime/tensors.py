@@ -85,7 +85,7 @@ def _update(h: Any, array: Array) -> None:
         return
     if name == "bool":
         # Any non-zero byte is True; encode it as 1 so one truth value has one encoding.
-        array = np.not_equal(array.view(np.uint8), 0).view(np.uint8)
+        array = np.asarray(np.not_equal(array.view(np.uint8), 0)).view(np.uint8)
     # hashlib reads any C-contiguous buffer; this copies only to fix layout or byte order.
     h.update(np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")))
 
