@@ -11,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from verinet.runtime.tensors import ELEMENT_TYPES, encode_tensor, group_hash, tensor_hash
+from verinet.hub.manifest import ELEMENT_TYPES
+from verinet.runtime.tensors import encode_tensor, group_hash, tensor_hash
 
 
 def test_layout_of_one_tensor() -> None:

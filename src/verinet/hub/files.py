@@ -24,7 +24,6 @@ from verinet.hub.cid import CHUNK_SIZE
 from verinet.hub.store import BlobStore
 from verinet.types import Cid
 
-CHUNK_LIST_TYPE = "verinet.chunks/1"
 MAX_CHUNKS = 1 << 16
 """At most 64 Ki chunks (64 GiB) per file; a longer chunk list is refused as malformed."""
 

@@ -23,15 +23,25 @@ from verinet.types import Cid
 MANIFEST_SCHEMA: Final = "verinet.manifest/1"
 MAX_MANIFEST_BYTES: Final = 64 * 1024
 
-DTYPES: Final[frozenset[str]] = frozenset(
-    {
-        "float16", "float32", "float64",
-        "int8", "int16", "int32", "int64",
-        "uint8", "uint16", "uint32", "uint64",
-        "bool", "string",
-    }
-)  # fmt: skip
-"""Tensor element types a manifest may declare (numpy names)."""
+ELEMENT_TYPES: Final[dict[str, int]] = {
+    "float32": 1,
+    "uint8": 2,
+    "int8": 3,
+    "uint16": 4,
+    "int16": 5,
+    "int32": 6,
+    "int64": 7,
+    "string": 8,
+    "bool": 9,
+    "float16": 10,
+    "float64": 11,
+    "uint32": 12,
+    "uint64": 13,
+}
+"""Tensor element types a manifest may declare (numpy names) → ONNX TensorProto element type.
+The canonical tensor encoding writes the code; other ONNX types are not carried."""
+DTYPES: Final[frozenset[str]] = frozenset(ELEMENT_TYPES)
+DTYPE_NAMES: Final[dict[int, str]] = {code: name for name, code in ELEMENT_TYPES.items()}
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/]{0,127}$")
 _SYMBOL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")

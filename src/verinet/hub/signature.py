@@ -6,23 +6,7 @@ import onnx
 from pydantic import ValidationError
 
 from verinet.errors import UnsupportedSignature
-from verinet.hub.manifest import Dim, ModelManifest, TensorSpec
-
-_ELEMENT_NAMES: dict[int, str] = {
-    onnx.TensorProto.FLOAT: "float32",
-    onnx.TensorProto.UINT8: "uint8",
-    onnx.TensorProto.INT8: "int8",
-    onnx.TensorProto.UINT16: "uint16",
-    onnx.TensorProto.INT16: "int16",
-    onnx.TensorProto.INT32: "int32",
-    onnx.TensorProto.INT64: "int64",
-    onnx.TensorProto.STRING: "string",
-    onnx.TensorProto.BOOL: "bool",
-    onnx.TensorProto.FLOAT16: "float16",
-    onnx.TensorProto.DOUBLE: "float64",
-    onnx.TensorProto.UINT32: "uint32",
-    onnx.TensorProto.UINT64: "uint64",
-}
+from verinet.hub.manifest import DTYPE_NAMES, Dim, ModelManifest, TensorSpec
 
 
 def _spec(value: onnx.ValueInfoProto, position: int) -> TensorSpec:
@@ -32,7 +16,7 @@ def _spec(value: onnx.ValueInfoProto, position: int) -> TensorSpec:
             "Verinet models take and return tensors only (skl2onnx: options={'zipmap': False})"
         )
     tensor = value.type.tensor_type
-    dtype = _ELEMENT_NAMES.get(tensor.elem_type)
+    dtype = DTYPE_NAMES.get(tensor.elem_type)
     if dtype is None:
         raise UnsupportedSignature(
             f"graph value {value.name!r} has element type "

@@ -25,32 +25,15 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from verinet.hub.manifest import ELEMENT_TYPES
 from verinet.types import Hash32
 
 Array = npt.NDArray[Any]
-
-ELEMENT_TYPES: Final[dict[str, int]] = {
-    "float32": 1,
-    "uint8": 2,
-    "int8": 3,
-    "uint16": 4,
-    "int16": 5,
-    "int32": 6,
-    "int64": 7,
-    "string": 8,
-    "bool": 9,
-    "float16": 10,
-    "float64": 11,
-    "uint32": 12,
-    "uint64": 13,
-}
-"""numpy dtype name → ONNX TensorProto element type."""
-DTYPE_NAMES: Final[dict[int, str]] = {code: name for name, code in ELEMENT_TYPES.items()}
 
 
 _NAMES: dict[np.dtype[Any], str] = {}  # dtype → name; `dtype.name` costs ~1.5 us per call

@@ -20,7 +20,7 @@ import onnx
 
 from verinet.errors import InvalidInput, UnexpectedInput
 from verinet.hub import cid as cids
-from verinet.hub.manifest import ExecutionProfile
+from verinet.hub.manifest import ELEMENT_TYPES, ExecutionProfile
 from verinet.protocol.trace import (
     MerkleProof,
     hash_chain,
@@ -29,7 +29,7 @@ from verinet.protocol.trace import (
     merkle_root,
 )
 from verinet.runtime.session import open_session, run_session
-from verinet.runtime.tensors import ELEMENT_TYPES, Array, dtype_name, group_hash
+from verinet.runtime.tensors import Array, dtype_name, group_hash
 from verinet.types import Cid, Hash32
 
 
