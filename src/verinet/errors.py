@@ -32,9 +32,21 @@ VerinetError
 │   ├── MissingInput / UnexpectedInput
 │   ├── DtypeMismatch / ShapeMismatch
 │   ├── InputTooLarge
-│   └── NonFiniteInput
+│   ├── NonFiniteInput
+│   ├── MalformedTensor                              a tensor's JSON/blob form is not well-formed
+│   └── InputHashMismatch                            the inputs do not hash to the job's input hash
 ├── ExecutionFailed                  (RuntimeError) onnxruntime refused or failed a run
 │   └── ExecutionTimeout             (TimeoutError) stopped at its deadline
+├── NodeError                                        what a node answers about its own work
+│   ├── UnknownJob                   (LookupError)  no such job on-chain (or not for this node)
+│   ├── ModelNotServed               (LookupError)  the node does not serve that model
+│   └── ResultNotReady                               the node has no (publishable) result yet
+├── ClientError                                      the SDK could not get a verified result
+│   ├── NoNodes                                      no registered node serves the model
+│   ├── NodeRequestFailed            (TransientError) a node's HTTP API failed or refused
+│   ├── JobRefunded                                  the job ended REFUNDED (no majority, no-show)
+│   ├── JobNotSettled                (TimeoutError) the job did not end while the client waited
+│   └── VerificationFailed           (ProtocolViolation) evidence did not check out
 └── ContractRevert                                   the chain refused a transaction
     ├── ContractRevert subclasses, one per reason code the contracts use
     │   (NotEligible, OpenAssignments, TooEarly, ... see REVERT_REASONS)
@@ -186,12 +198,65 @@ class NonFiniteInput(InvalidInput):
     """A float input holds NaN or Inf and the model's policy forbids them."""
 
 
+class MalformedTensor(InvalidInput):
+    """A tensor's wire form (JSON fields, base64, nesting, blob bytes) is not well-formed."""
+
+
+class InputHashMismatch(InvalidInput):
+    """The inputs sent for a job do not hash to the input hash the job committed on-chain."""
+
+
 class ExecutionFailed(VerinetError, RuntimeError):
     """onnxruntime refused the model or failed during a run."""
 
 
 class ExecutionTimeout(ExecutionFailed, TimeoutError):
     """A run passed its time limit and was stopped (the model loops or is too slow)."""
+
+
+class NodeError(VerinetError):
+    """What a node answers about its own work (mapped to HTTP 404/409 by its API)."""
+
+
+class UnknownJob(NodeError, LookupError):
+    """No such job on-chain, or it is not one this node takes part in."""
+
+
+class ModelNotServed(NodeError, LookupError):
+    """The node does not serve this model (not registered for it, or not replicated yet)."""
+
+
+class ResultNotReady(NodeError):
+    """The node has no result it may publish yet (not executed, or a quorum not yet revealed)."""
+
+
+class ClientError(VerinetError):
+    """The client SDK could not obtain a verified result."""
+
+
+class NoNodes(ClientError):
+    """No registered, staked node serves the model (or none answered)."""
+
+
+class NodeRequestFailed(ClientError, TransientError):
+    """A node's HTTP API failed or refused a request; `status` and the node's message say why."""
+
+    def __init__(self, message: str, *, status: int | None = None, error: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.error = error
+
+
+class JobRefunded(ClientError):
+    """The job ended REFUNDED (no majority, or nobody answered in time); the escrow came back."""
+
+
+class JobNotSettled(ClientError, TimeoutError):
+    """The job did not end while the client waited; it still ends by its on-chain deadline."""
+
+
+class VerificationFailed(ClientError, ProtocolViolation):
+    """A result's evidence (hashes, signatures, on-chain state) did not check out."""
 
 
 class ContractRevert(VerinetError):

@@ -1,0 +1,499 @@
+"""`Client` and `AsyncClient`: jobs from request to a result whose evidence the client checks.
+
+An inference is: validate the inputs against the model's manifest (fetched from a node and
+checked against its CID), escrow the fee with `InferenceMarket.request`, send the tensors to
+the nodes that serve the model, wait until the job is PAID or REFUNDED (finalizing it
+itself when nobody else does), fetch the outputs from a node whose result the chain settled
+on, and `verify` them: hashes recomputed, receipt signatures recovered, on-chain state read
+back. Nothing a node says is believed unless the chain or a signature backs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+import numpy as np
+from eth_account.signers.local import LocalAccount
+
+from verinet.chain.deploy import Deployment
+from verinet.chain.jsonrpc import JsonRpcChain
+from verinet.errors import (
+    ConfigError,
+    InvalidReceipt,
+    JobNotOpen,
+    JobNotSettled,
+    JobRefunded,
+    NodeRequestFailed,
+    NoNodes,
+    TooEarly,
+    VerificationFailed,
+)
+from verinet.hub import cid as cids
+from verinet.hub.manifest import ModelManifest
+from verinet.hub.publish import Published, publish
+from verinet.hub.replicate import fetch_blob
+from verinet.hub.store import BlobStore
+from verinet.protocol.receipts import Receipt, verify_receipt
+from verinet.protocol.types import Job, JobState, Mode, ModelInfo
+from verinet.runtime.inputs import validate_inputs
+from verinet.runtime.tensors import Array, group_hash
+from verinet.runtime.wire import group_from_json, group_to_json
+from verinet.types import Address, Hash32, JobId, ModelId, TxHash, Wei
+
+ModeName = Literal["signed", "quorum"]
+Progress = Callable[[str], None]
+MAX_RESULT_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What `verify` checked, each line a fact it confirmed."""
+
+    mode: str
+    checks: tuple[str, ...]
+
+    @property
+    def summary(self) -> str:
+        return self.checks[-1] if self.checks else "not verified"
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedResult:
+    job_id: JobId
+    model_id: ModelId
+    mode: str
+    k: int
+    outputs: dict[str, Array]
+    input_hash: Hash32
+    output_hash: Hash32
+    receipts: tuple[Receipt, ...]
+    nodes: tuple[Address, ...]
+    """Nodes whose answer the chain settled on (the receipt's signer, or the majority)."""
+    transactions: dict[str, TxHash]
+    state: JobState
+    verdict: Verdict | None = None
+    served_by: str = ""
+    """The endpoint the outputs were fetched from."""
+    elapsed: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeEndpoint:
+    address: Address
+    url: str
+
+
+class Client:
+    """A requester's view of one Verinet deployment (synchronous; see `AsyncClient`)."""
+
+    def __init__(
+        self,
+        deployment: Deployment,
+        account: LocalAccount,
+        *,
+        timeout: float = 300.0,
+        poll_interval: float = 0.2,
+        http: httpx.Client | None = None,
+    ) -> None:
+        self.deployment = deployment
+        self.account = account
+        self.address = Address(account.address)
+        self.chain = deployment.chain
+        self.timeout = timeout
+        self.poll_interval = poll_interval
+        self._http = http or httpx.Client(timeout=30.0)
+        self._manifests: dict[ModelId, ModelManifest] = {}
+        if self.address not in {Address(a.address) for a in self.chain.accounts}:
+            self.chain.add_account(account)
+
+    @classmethod
+    def connect(
+        cls, url: str, contracts: Mapping[str, str], account: LocalAccount, **kwargs: Any
+    ) -> Client:
+        """A client over JSON-RPC at `url` for the deployment at `contracts` (name → address)."""
+        chain = JsonRpcChain(url, [account])
+        deployment = Deployment.at(chain, {k: Address(v) for k, v in contracts.items()})
+        return cls(deployment, account, **kwargs)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- models ------------------------------------------------------------------------
+
+    def models(self) -> list[ModelInfo]:
+        registry = self.deployment.models
+        return [registry.model(ModelId(i)) for i in range(1, registry.model_count() + 1)]
+
+    def nodes(self, model_id: ModelId | None = None) -> list[NodeEndpoint]:
+        """Registered, staked nodes (serving `model_id` if given), from registry events."""
+        registry = self.deployment.nodes
+        endpoints: dict[Address, str] = {}
+        serving: dict[Address, bool] = {}
+        for event in registry.history():
+            node = Address(event.args.get("node", ""))
+            if event.name in ("NodeRegistered", "EndpointChanged"):
+                endpoints[node] = event.args["endpoint"]
+            elif event.name == "ModelServed" and event.args["model_id"] == model_id:
+                serving[node] = bool(event.args["serving"])
+        found = []
+        for node, url in endpoints.items():
+            if model_id is not None and not serving.get(node):
+                continue
+            if registry.node(node).stake > 0:
+                found.append(NodeEndpoint(node, url))
+        return found
+
+    def manifest(self, model_id: ModelId) -> ModelManifest:
+        """The model's manifest, fetched from a serving node and checked against its CID."""
+        cached = self._manifests.get(model_id)
+        if cached is not None:
+            return cached
+        info = self.deployment.models.model(model_id)
+        if not info.manifest_cid:
+            raise ConfigError(f"model {model_id} is not published on this deployment")
+        peers = [n.url for n in self.nodes(model_id)]
+        if not peers:
+            raise NoNodes(f"no staked node serves model {model_id}; nobody could run it")
+        data = fetch_blob(cids.from_bytes(info.manifest_cid), peers, client=self._http)
+        manifest = ModelManifest.parse(data)
+        self._manifests[model_id] = manifest
+        return manifest
+
+    def publish_model(
+        self,
+        source: bytes | str | Path,
+        manifest: ModelManifest,
+        *,
+        store: BlobStore,
+        previous: ModelId | None = None,
+    ) -> Published:
+        """Check a model, put it and its manifest in `store` (which nodes replicate from), and
+        register both on-chain, owned by this client's account."""
+        return publish(
+            source,
+            manifest,
+            store=store,
+            registry=self.deployment.models,
+            sender=self.address,
+            previous=previous,
+        )
+
+    def job(self, job_id: JobId) -> Job:
+        return self.deployment.market.job(job_id)
+
+    # -- inference ----------------------------------------------------------------------
+
+    def infer(
+        self,
+        model_id: int,
+        inputs: Mapping[str, Any],
+        *,
+        mode: ModeName = "signed",
+        k: int = 3,
+        verify: bool = True,
+        progress: Progress | None = None,
+    ) -> VerifiedResult:
+        """Run `model_id` on `inputs` under `mode` and return outputs with checked evidence.
+
+        Raises `InvalidInput` (before any money moves) for tensors that do not fit the model,
+        `JobRefunded` when the job ends refunded, `JobNotSettled` past `timeout`, and
+        `VerificationFailed` when the evidence does not hold.
+        """
+        say = progress or (lambda _: None)
+        started = time.monotonic()
+        model = ModelId(model_id)
+        mode_bit = {"signed": Mode.SIGNED, "quorum": Mode.QUORUM}.get(mode)
+        if mode_bit is None:
+            raise ConfigError(f"mode must be 'signed' or 'quorum', not {mode!r}")
+        seats = 1 if mode_bit == Mode.SIGNED else k
+        manifest = self.manifest(model)
+        feeds = validate_inputs(manifest.inputs, manifest.input_policy, inputs)
+        input_hash = group_hash(feeds)
+        market = self.deployment.market
+        fee = self.deployment.models.model(model).fee
+        transactions: dict[str, TxHash] = {}
+        if self.deployment.token.allowance(self.address, market.address) < fee * seats:
+            tx = self.deployment.token.approve(
+                market.address, Wei(fee * seats), sender=self.address
+            )
+            transactions["approve"] = tx.tx_hash
+        say(f"requesting a {mode} job")
+        job_id, tx = market.request(
+            model, input_hash, mode_bit, seats, max_fee=fee, sender=self.address
+        )
+        transactions["request"] = tx.tx_hash
+        nodes = self.nodes(model)
+        self._send_inputs(job_id, feeds, nodes, say)
+        job = self._await_settlement(job_id, say, transactions)
+        if job.state == JobState.REFUNDED:
+            raise JobRefunded(
+                f"job {job_id} ended REFUNDED: no receipt or no majority in time; the escrow "
+                f"of {job.escrow} came back to {self.address}"
+            )
+        say("fetching the result")
+        outputs, url = self._fetch_result(job, nodes, manifest)
+        result = VerifiedResult(
+            job_id=job_id,
+            model_id=model,
+            mode=mode,
+            k=seats,
+            outputs=outputs,
+            input_hash=input_hash,
+            output_hash=job.result,
+            receipts=self._receipts(job, nodes),
+            nodes=self._winners(job),
+            transactions=transactions,
+            state=job.state,
+            served_by=url,
+            elapsed=time.monotonic() - started,
+        )
+        if verify:
+            say("verifying")
+            verdict = self.verify(result)
+            result = _with(result, verdict=verdict)
+        return result
+
+    def _send_inputs(
+        self,
+        job_id: JobId,
+        feeds: Mapping[str, Array],
+        nodes: Sequence[NodeEndpoint],
+        say: Progress,
+    ) -> None:
+        if not nodes:
+            raise NoNodes("no staked node serves this model")
+        body = {"inputs": group_to_json(feeds)}
+        accepted, refusals = 0, []
+        for node in nodes:
+            say(f"sending the input to {node.url}")
+            try:
+                response = self._http.post(f"{node.url}/v1/jobs/{job_id}/input", json=body)
+            except httpx.HTTPError as exc:
+                refusals.append(f"{node.url}: {exc}")
+                continue
+            if response.status_code < 400:
+                accepted += 1
+            else:
+                refusals.append(f"{node.url}: {response.status_code} {_detail(response)}")
+        if not accepted:
+            raise NodeRequestFailed(
+                f"no node took the input of job {job_id} (it will be refunded after its "
+                f"deadline): {'; '.join(refusals)}"
+            )
+
+    def _await_settlement(
+        self, job_id: JobId, say: Progress, transactions: dict[str, TxHash]
+    ) -> Job:
+        market = self.deployment.market
+        deadline = time.monotonic() + self.timeout
+        last = ""
+        while True:
+            job = market.job(job_id)
+            if job.state.terminal:
+                return job
+            status = (
+                f"waiting for the quorum: {job.seats}/{job.k} seats, {job.reveals} reveals"
+                if job.mode == Mode.QUORUM
+                else f"waiting for a receipt ({job.state.name.lower()})"
+            )
+            if status != last:
+                say(status)
+                last = status
+            if market.finalizable(job_id):
+                # JobNotOpen: a node finalized first.
+                with contextlib.suppress(JobNotOpen, TooEarly):
+                    transactions["finalize"] = market.finalize(job_id, sender=self.address).tx_hash
+                continue
+            if time.monotonic() > deadline:
+                raise JobNotSettled(
+                    f"job {job_id} is still {job.state.name} after {self.timeout:.0f} s; it ends "
+                    f"by its reveal deadline (chain time {job.reveal_deadline}), then anyone "
+                    "may finalize it"
+                )
+            time.sleep(self.poll_interval)
+
+    def _fetch_result(
+        self, job: Job, nodes: Sequence[NodeEndpoint], manifest: ModelManifest
+    ) -> tuple[dict[str, Array], str]:
+        winners = set(self._winners(job))
+        errors = []
+        for node in sorted(nodes, key=lambda n: n.address not in winners):
+            try:
+                response = self._http.get(f"{node.url}/v1/jobs/{job.job_id}/result")
+            except httpx.HTTPError as exc:
+                errors.append(f"{node.url}: {exc}")
+                continue
+            if response.status_code != 200:
+                errors.append(f"{node.url}: {response.status_code} {_detail(response)}")
+                continue
+            body = response.json()
+            outputs = group_from_json(
+                body.get("outputs"), max_bytes=MAX_RESULT_BYTES, what="outputs"
+            )
+            ordered = {s.name: outputs[s.name] for s in manifest.outputs if s.name in outputs}
+            if len(ordered) == len(manifest.outputs) and group_hash(ordered) == job.result:
+                return ordered, node.url
+            errors.append(f"{node.url}: outputs do not hash to the settled result")
+        raise NodeRequestFailed(
+            f"no node served outputs matching job {job.job_id}'s settled hash: {'; '.join(errors)}"
+        )
+
+    def _winners(self, job: Job) -> tuple[Address, ...]:
+        market = self.deployment.market
+        seats = market.seats_of(job.job_id)
+        if job.mode == Mode.SIGNED:
+            return tuple(seats[:1])
+        return tuple(n for n in seats if market.revealed_by(job.job_id, n) == job.result)
+
+    def _receipts(self, job: Job, nodes: Sequence[NodeEndpoint]) -> tuple[Receipt, ...]:
+        if job.mode != Mode.SIGNED:
+            return ()
+        (signer,) = self._winners(job)
+        for node in nodes:
+            if node.address != signer:
+                continue
+            response = self._http.get(f"{node.url}/v1/jobs/{job.job_id}/result")
+            if response.status_code == 200 and response.json().get("receipt"):
+                return (
+                    Receipt(
+                        chain_id=self.chain.chain_id,
+                        market=self.deployment.market.address,
+                        job_id=job.job_id,
+                        model_id=job.model_id,
+                        input_hash=job.input_hash,
+                        output_hash=job.result,
+                        node=signer,
+                        signature=bytes.fromhex(response.json()["receipt"].removeprefix("0x")),
+                    ),
+                )
+        return ()
+
+    # -- verification -------------------------------------------------------------------
+
+    def verify(self, result: VerifiedResult) -> Verdict:
+        """Check a result's evidence against the chain; raise `VerificationFailed` if any
+        check fails, else return the checks that passed."""
+        checks: list[str] = []
+        manifest = self.manifest(result.model_id)
+        names = [s.name for s in manifest.outputs]
+        if sorted(result.outputs) != sorted(names):
+            raise VerificationFailed(
+                f"outputs {sorted(result.outputs)} are not the model's {names}"
+            )
+        actual = group_hash([(n, np.asarray(result.outputs[n])) for n in names])
+        if actual != result.output_hash:
+            raise VerificationFailed(
+                f"the outputs hash to 0x{actual.hex()}, not the claimed "
+                f"0x{result.output_hash.hex()}"
+            )
+        checks.append("outputs hash to the result")
+        job = self.deployment.market.job(result.job_id)
+        if job.state != JobState.PAID or job.result != result.output_hash:
+            raise VerificationFailed(
+                f"on-chain job {result.job_id} is {job.state.name} with result "
+                f"0x{job.result.hex()}, not PAID with 0x{result.output_hash.hex()}"
+            )
+        if job.input_hash != result.input_hash or job.model_id != result.model_id:
+            raise VerificationFailed("the on-chain job is for other inputs or another model")
+        checks.append("the chain settled on this result (PAID)")
+        if job.mode == Mode.SIGNED:
+            if not result.receipts:
+                raise VerificationFailed("a signed job's result needs the node's receipt")
+            receipt = result.receipts[0]
+            try:
+                signer = verify_receipt(
+                    receipt, chain_id=self.chain.chain_id, market=self.deployment.market.address
+                )
+            except InvalidReceipt as exc:
+                raise VerificationFailed(f"the receipt does not verify: {exc}") from None
+            if (receipt.job_id, receipt.output_hash, receipt.input_hash) != (
+                job.job_id,
+                job.result,
+                job.input_hash,
+            ):
+                raise VerificationFailed("the receipt is for another job, input or output")
+            if self.deployment.market.seats_of(job.job_id)[:1] != [signer]:
+                raise VerificationFailed(f"the receipt's signer {signer} is not the paid node")
+            checks.append(f"EIP-712 receipt signed by {signer[:10]}… (drawn, staked)")
+        else:
+            need = job.k // 2 + 1
+            agree = len(self._winners(job))
+            if agree < need:
+                raise VerificationFailed(f"only {agree} of {job.k} reveals match; {need} needed")
+            checks.append(f"{agree} of {job.k} committed reveals agree (majority {need})")
+        return Verdict(mode=result.mode, checks=tuple(checks))
+
+
+class AsyncClient:
+    """`Client` for asyncio programs: the same calls as coroutines, run in worker threads so
+    the event loop never blocks on the chain or a node."""
+
+    def __init__(self, deployment: Deployment, account: LocalAccount, **kwargs: Any) -> None:
+        self.sync = Client(deployment, account, **kwargs)
+
+    @classmethod
+    def connect(
+        cls, url: str, contracts: Mapping[str, str], account: LocalAccount, **kwargs: Any
+    ) -> AsyncClient:
+        client = cls.__new__(cls)
+        client.sync = Client.connect(url, contracts, account, **kwargs)
+        return client
+
+    async def infer(
+        self, model_id: int, inputs: Mapping[str, Any], **kwargs: Any
+    ) -> VerifiedResult:
+        return await asyncio.to_thread(self.sync.infer, model_id, inputs, **kwargs)
+
+    async def verify(self, result: VerifiedResult) -> Verdict:
+        return await asyncio.to_thread(self.sync.verify, result)
+
+    async def publish_model(self, *args: Any, **kwargs: Any) -> Published:
+        return await asyncio.to_thread(self.sync.publish_model, *args, **kwargs)
+
+    async def manifest(self, model_id: ModelId) -> ModelManifest:
+        return await asyncio.to_thread(self.sync.manifest, model_id)
+
+    async def models(self) -> list[ModelInfo]:
+        return await asyncio.to_thread(self.sync.models)
+
+    async def job(self, job_id: JobId) -> Job:
+        return await asyncio.to_thread(self.sync.job, job_id)
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.sync.close)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def _with(result: VerifiedResult, **changes: Any) -> VerifiedResult:
+    from dataclasses import replace
+
+    return replace(result, **changes)
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200]
+    if isinstance(body, dict):
+        return f"{body.get('error', '')}: {body.get('detail', '')}"
+    return str(body)[:200]

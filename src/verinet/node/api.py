@@ -1,0 +1,260 @@
+"""The node's HTTP API (FastAPI; the schema is at ``/openapi.json``, docs at ``/docs``).
+
+Every refusal is a JSON body ``{"error": <class name>, "detail": <what to fix>}`` with a 4xx
+status: 400 malformed JSON or tensors, 404 unknown job or model, 409 a hash that does not
+match or a result not ready, 413 a body over the limit, 422 tensors that do not fit the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from verinet import __version__
+from verinet.errors import (
+    ExecutionFailed,
+    ExecutionTimeout,
+    FetchFailed,
+    HubError,
+    InputHashMismatch,
+    InputTooLarge,
+    InvalidInput,
+    MalformedCid,
+    MalformedTensor,
+    NodeError,
+    ResultNotReady,
+    TransientError,
+    VerinetError,
+)
+from verinet.hub.http import blob_router
+from verinet.node.service import Node
+from verinet.runtime.tensors import Array
+from verinet.runtime.wire import group_from_json, group_to_json
+from verinet.types import JobId, ModelId
+
+_STATUS: tuple[tuple[type[VerinetError], int], ...] = (
+    (InputTooLarge, 413),
+    (MalformedTensor, 400),
+    (InputHashMismatch, 409),
+    (InvalidInput, 422),
+    (ResultNotReady, 409),
+    (NodeError, 404),
+    (MalformedCid, 400),
+    (FetchFailed, 502),
+    (HubError, 409),
+    (ExecutionTimeout, 504),
+    (ExecutionFailed, 422),
+    (TransientError, 503),
+)
+
+
+def _status(exc: VerinetError) -> int:
+    for cls, status in _STATUS:
+        if isinstance(exc, cls):
+            return status
+    return 400
+
+
+class TensorJson(BaseModel):
+    dtype: str = Field(examples=["float32"])
+    shape: list[int] = Field(examples=[[1, 16]])
+    data: list[Any] | None = Field(default=None, description="values, nested or flat")
+    b64: str | None = Field(default=None, description="little-endian C-order bytes, base64")
+
+
+class ExecuteRequest(BaseModel):
+    inputs: dict[str, TensorJson]
+
+
+class JobInput(BaseModel):
+    inputs: dict[str, TensorJson] | None = Field(default=None, description="the tensors")
+    input_cid: str | None = Field(default=None, description="or: their canonical blob's CID")
+    peers: list[str] = Field(default_factory=list, description="where to fetch input_cid")
+
+
+class _BodyLimit:
+    """Refuse bodies over `limit` bytes with 413, by Content-Length or while streaming."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await _too_large(self.limit)(scope, receive, send)
+            return
+        seen = 0
+
+        async def bounded() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, bounded, send)
+        except _TooLarge:
+            await _too_large(self.limit)(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return JSONResponse(
+        {"error": "PayloadTooLarge", "detail": f"request body over {limit} bytes; send less"},
+        status_code=413,
+    )
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MalformedTensor(f"the body is not valid JSON: {exc}") from None
+
+
+def node_router(node: Node) -> APIRouter:
+    router = APIRouter()
+    limit = node.settings.max_request_bytes
+
+    def inputs_of(body: Any) -> dict[str, Array]:
+        if not isinstance(body, dict) or "inputs" not in body:
+            raise MalformedTensor('the body must be {"inputs": {name: tensor, ...}}')
+        return group_from_json(body["inputs"], max_bytes=limit)
+
+    @router.get("/healthz", tags=["node"])
+    async def healthz() -> dict[str, Any]:
+        """Liveness and a summary: chain, block, models served, jobs by stage."""
+        return {"status": "ok", "version": __version__, **await asyncio.to_thread(node.status)}
+
+    @router.get("/metrics", tags=["node"], response_class=Response)
+    async def metrics() -> Response:
+        """Prometheus metrics."""
+        return Response(node.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @router.get("/v1/models", tags=["models"])
+    async def models() -> list[dict[str, Any]]:
+        """Models this node serves, with their manifests."""
+        return [
+            {
+                "model_id": m.model_id,
+                "manifest_cid": m.manifest_cid,
+                "manifest": json.loads(m.manifest.canonical()),
+            }
+            for m in node.models.values()
+        ]
+
+    @router.post(
+        "/v1/models/{model_id}/execute",
+        tags=["models"],
+        openapi_extra={
+            "requestBody": {
+                "content": {"application/json": {"schema": ExecuteRequest.model_json_schema()}},
+                "required": True,
+            }
+        },
+    )
+    async def execute(model_id: int, request: Request) -> dict[str, Any]:
+        """Run the model now, off-chain (no payment, no receipt): outputs and hashes."""
+        inputs = inputs_of(await _json_body(request))
+        result = await asyncio.to_thread(node.execute, ModelId(model_id), inputs)
+        return {
+            "model_id": model_id,
+            "node": node.address,
+            "input_hash": "0x" + result["input_hash"].hex(),
+            "output_hash": "0x" + result["output_hash"].hex(),
+            "outputs": group_to_json(result["outputs"]),
+        }
+
+    @router.post(
+        "/v1/jobs/{job_id}/input",
+        tags=["jobs"],
+        status_code=202,
+        openapi_extra={
+            "requestBody": {
+                "content": {"application/json": {"schema": JobInput.model_json_schema()}},
+                "required": True,
+            }
+        },
+    )
+    async def job_input(job_id: int, request: Request) -> dict[str, Any]:
+        """Send a job's input (tensors, or the CID of their canonical blob and peers that hold
+        it). They must hash to the job's on-chain input hash. The node executes at once and
+        takes part if it is drawn."""
+        body = await _json_body(request)
+        if isinstance(body, dict) and "input_cid" in body:
+            cid, peers = body.get("input_cid"), body.get("peers", [])
+            if not isinstance(cid, str) or not isinstance(peers, list):
+                raise MalformedTensor("input_cid must be a string and peers a list of URLs")
+            record = await asyncio.to_thread(
+                node.accept_input_blob, JobId(job_id), cid, [str(p) for p in peers]
+            )
+        else:
+            record = await asyncio.to_thread(node.accept_input, JobId(job_id), inputs_of(body))
+        return record.to_json()
+
+    @router.get("/v1/jobs/{job_id}", tags=["jobs"])
+    async def job(job_id: int) -> dict[str, Any]:
+        """This node's record of a job: stage, hashes, transactions."""
+        return (await asyncio.to_thread(node.record, JobId(job_id))).to_json()
+
+    @router.get("/v1/jobs/{job_id}/result", tags=["jobs"])
+    async def result(job_id: int) -> dict[str, Any]:
+        """Outputs, output hash and (signed mode) the EIP-712 receipt signature, once the node
+        may publish them."""
+        return await asyncio.to_thread(node.result, JobId(job_id))
+
+    @router.get("/v1/jobs/{job_id}/trace/{step}", tags=["jobs"])
+    async def trace(job_id: int, step: int) -> dict[str, Any]:
+        """Op `step` (1-based) of this node's traced run: its outputs, hash, hash-chain links
+        and Merkle proof against the trace root."""
+        try:
+            return await asyncio.to_thread(node.trace_step, JobId(job_id), step)
+        except IndexError as exc:
+            raise ResultNotReady(str(exc)) from None
+
+    return router
+
+
+def node_app(node: Node) -> ASGIApp:
+    app = FastAPI(
+        title="Verinet node",
+        version=__version__,
+        description="Verified inference: jobs, results with evidence, blobs by CID.",
+    )
+
+    @app.exception_handler(VerinetError)
+    async def verinet_error(request: Request, exc: VerinetError) -> JSONResponse:
+        node.metrics.http_errors.labels(error=type(exc).__name__).inc()
+        return JSONResponse(
+            {"error": type(exc).__name__, "detail": str(exc)}, status_code=_status(exc)
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return JSONResponse(
+            {"error": "BadRequest", "detail": f"{where}: {first.get('msg', 'invalid request')}"},
+            status_code=400,
+        )
+
+    app.include_router(node_router(node))
+    app.include_router(blob_router(node.store), tags=["blobs"])
+    return _BodyLimit(app, node.settings.max_request_bytes)

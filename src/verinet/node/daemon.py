@@ -1,0 +1,156 @@
+"""The node daemon: the HTTP API and the chain loop in one asyncio program.
+
+The loop polls market events, moves every active job one step, and claims earnings; a job
+that can move (its input arrived, its reveal went through) wakes it at once instead of at the
+next poll. Blocking work (chain calls, model runs, SQLite) runs in threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Callable, Iterator
+
+import structlog
+import uvicorn
+
+from verinet.errors import TransientError, VerinetError
+from verinet.node.api import node_app
+from verinet.node.service import Node
+
+SYNC_MODELS_EVERY = 20
+"""Loop cycles between re-reading which models this node is registered to serve."""
+
+
+def configure_logging(fmt: str = "console", level: str = "info") -> None:
+    """structlog to stderr, as JSON lines or for a console."""
+    renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    return sock
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handlers: the daemon's owner decides when to stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class NodeDaemon:
+    """Serve `node`'s API and drive its jobs until `stop` is set."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.url: str | None = None
+
+    async def run(
+        self,
+        stop: asyncio.Event,
+        *,
+        ready: Callable[[str], None] | None = None,
+        sock: socket.socket | None = None,
+    ) -> None:
+        """Serve until `stop` is set; `sock` is a socket already bound for the API (else
+        the settings' host and port are bound here)."""
+        node = self.node
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+
+        def on_change() -> None:
+            loop.call_soon_threadsafe(wake.set)
+
+        node.on_change = on_change
+        await asyncio.to_thread(node.sync_models)
+        sock = sock or bind_socket(node.settings.host, node.settings.port)
+        host, port = sock.getsockname()[:2]
+        self.url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+        server = _Server(
+            uvicorn.Config(
+                node_app(node),
+                log_config=None,
+                log_level="warning",
+                access_log=False,
+                timeout_graceful_shutdown=5,
+            )
+        )
+        serving = asyncio.create_task(server.serve(sockets=[sock]))
+        try:
+            while not server.started:
+                if serving.done():
+                    serving.result()
+                    raise RuntimeError(f"node API on {self.url} stopped during startup")
+                await asyncio.sleep(0.01)
+            node.log.info("node up", url=self.url, models=sorted(node.models))
+            if ready is not None:
+                ready(self.url)
+            cycle = 0
+            while not stop.is_set():
+                wake.clear()
+                await asyncio.to_thread(self._cycle, cycle)
+                cycle += 1
+                stopping = asyncio.ensure_future(stop.wait())
+                waking = asyncio.ensure_future(wake.wait())
+                await asyncio.wait(
+                    [stopping, waking],
+                    timeout=node.settings.chain.poll_interval,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                for task in (stopping, waking):
+                    task.cancel()
+        finally:
+            server.should_exit = True
+            with contextlib.suppress(Exception):
+                await serving
+            sock.close()
+            await asyncio.to_thread(node.close)
+
+    def _cycle(self, cycle: int) -> None:
+        node = self.node
+        try:
+            if cycle and cycle % SYNC_MODELS_EVERY == 0:
+                node.sync_models()
+            node.poll()
+            node.tick()
+        except TransientError as exc:
+            node.log.warning("chain unavailable; retrying", error=str(exc))
+        except VerinetError as exc:
+            node.log.error("cycle failed", error=str(exc), kind=type(exc).__name__)
+
+
+def run_until_signalled(node: Node, *, ready: Callable[[str], None] | None = None) -> None:
+    """Run the daemon in this process until SIGINT or SIGTERM."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await NodeDaemon(node).run(stop, ready=ready)
+
+    asyncio.run(main())

@@ -1,0 +1,181 @@
+"""A node's job state in SQLite: what it was asked, what it computed, what it sent on-chain.
+
+Every step that leads to a transaction is written (and synced) *before* the transaction is
+sent: a node killed at any point restarts from the last written step, checks the chain for the
+effect of a transaction it may have sent, and never sends it twice.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, fields, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from verinet.protocol.types import Mode
+from verinet.types import Hash32, JobId, ModelId
+
+SCHEMA_VERSION = 1
+
+
+class Stage(StrEnum):
+    """Where a job stands for this node."""
+
+    AWAITING_INPUT = "awaiting_input"  # requested on-chain; the client has not sent the input
+    READY = "ready"  # executed; outputs stored; waiting to be drawn
+    COMMITTING = "committing"  # commitment + salt saved; commit tx may be in flight
+    COMMITTED = "committed"
+    REVEALING = "revealing"  # reveal tx may be in flight
+    REVEALED = "revealed"
+    SUBMITTING = "submitting"  # signed receipt saved; submit tx may be in flight
+    SUBMITTED = "submitted"
+    DONE = "done"  # the job ended on-chain (see `outcome`)
+    LOST = "lost"  # not drawn in time, seats full, or another node's receipt won
+    FAILED = "failed"  # the input could not be executed (see `error`)
+
+    @property
+    def final(self) -> bool:
+        return self in (Stage.DONE, Stage.LOST, Stage.FAILED)
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    job_id: JobId
+    model_id: ModelId
+    mode: Mode
+    k: int
+    input_hash: Hash32
+    stage: Stage
+    reveal_deadline: int
+    input_cid: str | None = None
+    output_cid: str | None = None
+    output_hash: Hash32 | None = None
+    salt: bytes | None = None
+    signature: bytes | None = None
+    outcome: str | None = None  # PAID / REFUNDED once the chain says so
+    error: str | None = None
+    commit_tx: str | None = None
+    reveal_tx: str | None = None
+    receipt_tx: str | None = None
+    finalize_tx: str | None = None
+    updated_at: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "salt":
+                continue  # secret until revealed; never served
+            if isinstance(value, bytes):
+                value = "0x" + value.hex()
+            elif isinstance(value, Mode):
+                value = value.name.lower() if value.name else int(value)
+            out[f.name] = value
+        return out
+
+
+_COLUMNS = [f.name for f in fields(JobRecord)]
+
+
+class JobDB:
+    """Job records keyed by job id, plus the chain cursor. Safe to use from several threads."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute(
+                """CREATE TABLE IF NOT EXISTS jobs (
+                    job_id INTEGER PRIMARY KEY, model_id INTEGER, mode INTEGER, k INTEGER,
+                    input_hash BLOB, stage TEXT, reveal_deadline INTEGER, input_cid TEXT,
+                    output_cid TEXT, output_hash BLOB, salt BLOB, signature BLOB, outcome TEXT,
+                    error TEXT, commit_tx TEXT, reveal_tx TEXT, receipt_tx TEXT,
+                    finalize_tx TEXT, updated_at REAL)"""
+            )
+            self._conn.execute("CREATE INDEX IF NOT EXISTS jobs_stage ON jobs (stage)")
+            self._conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+            self._conn.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @staticmethod
+    def _record(row: tuple[Any, ...]) -> JobRecord:
+        values = dict(zip(_COLUMNS, row, strict=True))
+        values["job_id"] = JobId(values["job_id"])
+        values["model_id"] = ModelId(values["model_id"])
+        values["mode"] = Mode(values["mode"])
+        values["stage"] = Stage(values["stage"])
+        values["input_hash"] = Hash32(values["input_hash"])
+        if values["output_hash"] is not None:
+            values["output_hash"] = Hash32(values["output_hash"])
+        return JobRecord(**values)
+
+    def insert(self, record: JobRecord) -> bool:
+        """Add a job the node has not seen; False if it already has it."""
+        record = replace(record, updated_at=time.time())
+        values = [getattr(record, c) for c in _COLUMNS]
+        values[_COLUMNS.index("mode")] = int(record.mode)
+        values[_COLUMNS.index("stage")] = str(record.stage)
+        with self._lock:
+            cursor = self._conn.execute(
+                f"INSERT OR IGNORE INTO jobs VALUES ({', '.join('?' * len(_COLUMNS))})", values
+            )
+            return cursor.rowcount == 1
+
+    def get(self, job_id: JobId) -> JobRecord | None:
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE job_id = ?", (job_id,)
+            ).fetchone()
+        return None if row is None else self._record(row)
+
+    def update(self, job_id: JobId, **changes: Any) -> JobRecord:
+        """Write `changes` durably (the row is synced before this returns)."""
+        changes["updated_at"] = time.time()
+        if "stage" in changes:
+            changes["stage"] = str(changes["stage"])
+        sets = ", ".join(f"{name} = ?" for name in changes)
+        with self._lock:
+            self._conn.execute(
+                f"UPDATE jobs SET {sets} WHERE job_id = ?", [*changes.values(), job_id]
+            )
+        record = self.get(job_id)
+        if record is None:
+            raise KeyError(job_id)
+        return record
+
+    def active(self) -> list[JobRecord]:
+        """Jobs not yet final, oldest first."""
+        finals = tuple(str(s) for s in Stage if s.final)
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE stage NOT IN (?, ?, ?) "
+                "ORDER BY job_id",
+                finals,
+            ).fetchall()
+        return [self._record(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._conn.execute("SELECT stage, COUNT(*) FROM jobs GROUP BY stage").fetchall()
+        return {stage: n for stage, n in rows}
+
+    def cursor(self) -> int:
+        """The next block whose events the watcher has not processed."""
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM meta WHERE key = 'cursor'").fetchone()
+        return int(row[0]) if row else 0
+
+    def set_cursor(self, block: int) -> None:
+        with self._lock:
+            self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('cursor', ?)", (str(block),))

@@ -1,0 +1,522 @@
+"""The node's work: which models it serves, the jobs it takes, and each job's next step.
+
+`Node` is synchronous and thread-safe; the daemon (`verinet.node.daemon`) calls it from worker
+threads, the HTTP API for requests and a loop for chain events and job steps. Every job moves
+forward through `Stage`s by `advance`, one step per call, each step written to SQLite before
+the transaction it leads to is sent (see `verinet.node.db`).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import structlog
+from eth_account.signers.local import LocalAccount
+
+from verinet.chain._abi import Event
+from verinet.chain._backend import Chain
+from verinet.chain.deploy import Deployment
+from verinet.errors import (
+    AlreadyCommitted,
+    AlreadyRevealed,
+    ContractRevert,
+    DeadlinePassed,
+    InputHashMismatch,
+    JobNotOpen,
+    ModelNotServed,
+    NotEligible,
+    ResultNotReady,
+    RevealNotOpen,
+    SeatsFull,
+    UnknownJob,
+    VerinetError,
+)
+from verinet.hub import cid as cids
+from verinet.hub.manifest import ModelManifest
+from verinet.hub.publish import load_manifest
+from verinet.hub.replicate import fetch_blob, replicate_model
+from verinet.hub.store import DiskStore
+from verinet.node.config import NodeSettings
+from verinet.node.db import JobDB, JobRecord, Stage
+from verinet.node.metrics import NodeMetrics
+from verinet.node.worker import ModelPool
+from verinet.protocol.receipts import Receipt, sign_receipt
+from verinet.protocol.rules import commitment
+from verinet.protocol.types import Job, JobState, Mode
+from verinet.runtime.inputs import validate_inputs
+from verinet.runtime.tensors import Array, group_hash
+from verinet.runtime.wire import decode_group, encode_group, group_to_json
+from verinet.types import Address, Cid, JobId, ModelId
+
+_LOST_REVERTS = (JobNotOpen, SeatsFull, DeadlinePassed)
+
+
+@dataclass(frozen=True, slots=True)
+class ServedModel:
+    model_id: ModelId
+    manifest_cid: Cid
+    manifest: ModelManifest
+
+
+class Node:
+    """One staked node: its account, chain view, store, models and jobs."""
+
+    def __init__(
+        self,
+        settings: NodeSettings,
+        account: LocalAccount,
+        deployment: Deployment,
+        *,
+        metrics: NodeMetrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.account = account
+        self.address = Address(account.address)
+        self.deployment = deployment
+        self.chain: Chain = deployment.chain
+        self.market = deployment.market
+        data = settings.data_dir
+        data.mkdir(parents=True, exist_ok=True)
+        self.store = DiskStore(data / "blobs")
+        self.db = JobDB(data / "jobs.sqlite")
+        self.pool = ModelPool(
+            data / "blobs",
+            isolation=settings.isolation,
+            workers=settings.workers,
+            memory_limit_mb=settings.memory_limit_mb,
+            timeout=settings.execution_timeout,
+        )
+        self.metrics = metrics or NodeMetrics()
+        self.models: dict[ModelId, ServedModel] = {}
+        self.log = structlog.get_logger("verinet.node").bind(node=self.address[:10])
+        self._lock = threading.RLock()
+        self._job_locks: dict[JobId, threading.Lock] = {}
+        self._last_claim = 0.0
+        self.on_change: Callable[[], None] = lambda: None
+        """Called (from any thread) when a job may be able to move: the daemon's wake-up."""
+
+    def close(self) -> None:
+        self.pool.close()
+        self.db.close()
+
+    # -- models --------------------------------------------------------------------------
+
+    def sync_models(self) -> list[ModelId]:
+        """Serve every model this node is registered for on-chain: fetch what is missing
+        (manifest and model, verified) from the store or peers, and warm a worker for it."""
+        serving: dict[ModelId, bool] = {}
+        for event in self.deployment.nodes.history("ModelServed"):
+            if event.args["node"] == self.address:
+                serving[ModelId(event.args["model_id"])] = bool(event.args["serving"])
+        added = []
+        for model_id, on in serving.items():
+            if not on:
+                self.models.pop(model_id, None)
+                continue
+            if model_id in self.models:
+                continue
+            info = self.deployment.models.model(model_id)
+            manifest_cid = cids.from_bytes(info.manifest_cid)
+            if not self.store.has(manifest_cid) or not self.store.has(
+                load_manifest(self.store, manifest_cid).model
+            ):
+                replicate_model(manifest_cid, self.settings.peers, self.store)
+            manifest = load_manifest(self.store, manifest_cid)
+            self.pool.warm(manifest_cid)
+            self.models[model_id] = ServedModel(model_id, manifest_cid, manifest)
+            added.append(model_id)
+            self.log.info("serving model", model_id=model_id, name=manifest.name)
+        return added
+
+    def served(self, model_id: ModelId) -> ServedModel:
+        served = self.models.get(model_id)
+        if served is None:
+            raise ModelNotServed(
+                f"this node does not serve model {model_id}; it serves {sorted(self.models)}"
+            )
+        return served
+
+    # -- direct execution ----------------------------------------------------------------
+
+    def execute(self, model_id: ModelId, inputs: Mapping[str, Array]) -> dict[str, Any]:
+        """Run a model on inputs now, off-chain: outputs and both hashes (no payment, no
+        receipt). The path the benchmark measures and jobs share."""
+        served = self.served(model_id)
+        feeds = validate_inputs(served.manifest.inputs, served.manifest.input_policy, inputs)
+        outputs = self._run(served, feeds, path="direct")
+        return {
+            "model_id": model_id,
+            "input_hash": group_hash(feeds),
+            "output_hash": group_hash([(s.name, outputs[s.name]) for s in served.manifest.outputs]),
+            "outputs": outputs,
+        }
+
+    def _run(
+        self, served: ServedModel, feeds: Mapping[str, Array], *, path: str
+    ) -> dict[str, Array]:
+        started = time.perf_counter()
+        try:
+            outputs = self.pool.run(served.manifest_cid, feeds)
+        except VerinetError as exc:
+            self.metrics.executions.labels(path=path, result=type(exc).__name__).inc()
+            raise
+        self.metrics.executions.labels(path=path, result="ok").inc()
+        self.metrics.execution_seconds.observe(time.perf_counter() - started)
+        return outputs
+
+    # -- jobs: input ---------------------------------------------------------------------
+
+    def _job_lock(self, job_id: JobId) -> threading.Lock:
+        with self._lock:
+            return self._job_locks.setdefault(job_id, threading.Lock())
+
+    def _chain_job(self, job_id: JobId) -> Job:
+        job = self.market.job(job_id)
+        if job.state == JobState.NONE:
+            raise UnknownJob(f"job {job_id} does not exist on market {self.market.address}")
+        return job
+
+    def _track(self, job: Job) -> JobRecord:
+        """The node's record of `job`, created if it serves the model."""
+        record = self.db.get(job.job_id)
+        if record is not None:
+            return record
+        self.served(job.model_id)
+        self.db.insert(
+            JobRecord(
+                job_id=job.job_id,
+                model_id=job.model_id,
+                mode=job.mode,
+                k=job.k,
+                input_hash=job.input_hash,
+                stage=Stage.AWAITING_INPUT,
+                reveal_deadline=job.reveal_deadline,
+            )
+        )
+        record = self.db.get(job.job_id)
+        assert record is not None
+        return record
+
+    def accept_input(self, job_id: JobId, inputs: Mapping[str, Array]) -> JobRecord:
+        """Take a job's input: it must fit the model and hash to the job's on-chain input
+        hash. The node executes at once and keeps the outputs until it is drawn."""
+        job = self._chain_job(job_id)
+        served = self.served(job.model_id)
+        feeds = validate_inputs(served.manifest.inputs, served.manifest.input_policy, inputs)
+        actual = group_hash(feeds)
+        if actual != job.input_hash:
+            raise InputHashMismatch(
+                f"these inputs hash to 0x{actual.hex()} but job {job_id} was requested for "
+                f"0x{job.input_hash.hex()}; send exactly the tensors whose hash you requested"
+            )
+        with self._job_lock(job_id):
+            record = self._track(job)
+            if record.stage != Stage.AWAITING_INPUT:
+                return record  # a repeated upload changes nothing
+            if job.state != JobState.OPEN:
+                return self.db.update(job_id, stage=Stage.LOST, error="job no longer open")
+            input_cid = self.store.put(encode_group(feeds))
+            try:
+                outputs = self._run(served, feeds, path="job")
+            except VerinetError as exc:
+                record = self.db.update(
+                    job_id, stage=Stage.FAILED, input_cid=input_cid, error=str(exc)
+                )
+                self._count(record)
+                raise
+            output_hash = group_hash([(s.name, outputs[s.name]) for s in served.manifest.outputs])
+            record = self.db.update(
+                job_id,
+                stage=Stage.READY,
+                input_cid=input_cid,
+                output_cid=self.store.put(encode_group(outputs)),
+                output_hash=output_hash,
+            )
+        self.log.info("executed", job_id=job_id, output_hash=output_hash.hex()[:16])
+        self.on_change()
+        return record
+
+    def accept_input_blob(self, job_id: JobId, cid: str, peers: list[str]) -> JobRecord:
+        """Take a job's input as a blob (its canonical encoding) fetched by CID from peers."""
+        name = cids.normalize(cid)
+        if not self.store.has(name):
+            with httpx.Client(timeout=10.0) as client:
+                data = fetch_blob(
+                    name, peers, client=client, max_bytes=self.settings.max_request_bytes
+                )
+            self.store.put_verified(name, data)
+        return self.accept_input(job_id, decode_group(self.store.get(name)))
+
+    # -- jobs: results -------------------------------------------------------------------
+
+    def record(self, job_id: JobId) -> JobRecord:
+        record = self.db.get(job_id)
+        if record is None:
+            raise UnknownJob(f"this node has no record of job {job_id}; send its input first")
+        return record
+
+    def receipt(self, record: JobRecord) -> Receipt | None:
+        if record.signature is None or record.output_hash is None:
+            return None
+        return Receipt(
+            chain_id=self.chain.chain_id,
+            market=self.market.address,
+            job_id=record.job_id,
+            model_id=record.model_id,
+            input_hash=record.input_hash,
+            output_hash=record.output_hash,
+            node=self.address,
+            signature=record.signature,
+        )
+
+    def result(self, job_id: JobId) -> dict[str, Any]:
+        """The outputs of a job, once this node may show them: after its receipt is signed
+        (signed) or its reveal is on-chain (quorum; earlier would let others copy)."""
+        record = self.record(job_id)
+        published = record.signature is not None or record.reveal_tx is not None
+        if record.output_cid is None or not published:
+            raise ResultNotReady(
+                f"job {job_id} is at stage {record.stage}; its result is served once this node "
+                + ("has signed its receipt" if record.mode == Mode.SIGNED else "has revealed")
+            )
+        outputs = decode_group(self.store.get(Cid(record.output_cid)))
+        receipt = self.receipt(record)
+        return {
+            "job_id": job_id,
+            "model_id": record.model_id,
+            "node": self.address,
+            "stage": str(record.stage),
+            "input_hash": "0x" + record.input_hash.hex(),
+            "output_hash": "0x" + (record.output_hash or b"").hex(),
+            "outputs": group_to_json(outputs),
+            "receipt": None if receipt is None else "0x" + receipt.signature.hex(),
+            "transactions": {
+                k: v
+                for k, v in (
+                    ("commit", record.commit_tx),
+                    ("reveal", record.reveal_tx),
+                    ("receipt", record.receipt_tx),
+                    ("finalize", record.finalize_tx),
+                )
+                if v
+            },
+        }
+
+    def trace_step(self, job_id: JobId, index: int) -> dict[str, Any]:
+        """Op `index` of this node's traced run of the job, with its Merkle proof."""
+        record = self.record(job_id)
+        if record.input_cid is None or record.output_cid is None:
+            raise ResultNotReady(f"job {job_id} has not been executed by this node")
+        if record.mode == Mode.QUORUM and record.reveal_tx is None:
+            raise ResultNotReady(f"job {job_id}'s trace is served after this node revealed")
+        served = self.served(record.model_id)
+        inputs = decode_group(self.store.get(Cid(record.input_cid)))
+        return self.pool.trace_step(served.manifest_cid, inputs, index)
+
+    # -- chain: events and steps ---------------------------------------------------------
+
+    def poll(self) -> int:
+        """Read market events since the cursor; returns how many were handled."""
+        start = self.db.cursor()
+        head = self.chain.block_number()
+        if head < start:
+            return 0
+        events = self.market.decode_logs(
+            self.chain.logs(address=self.market.address, from_block=start)
+        )
+        for event in events:
+            self._on_event(event)
+        self.db.set_cursor(head + 1)
+        self.metrics.block.set(head)
+        return len(events)
+
+    def _on_event(self, event: Event) -> None:
+        job_id = JobId(event.args["job_id"]) if "job_id" in event.args else None
+        if job_id is None:
+            return
+        if event.name == "JobRequested" and ModelId(event.args["model_id"]) in self.models:
+            with self._job_lock(job_id):
+                self._track(self._chain_job(job_id))
+        elif event.name in ("JobPaid", "JobRefunded"):
+            record = self.db.get(job_id)
+            if record is not None and not record.stage.final:
+                outcome = "PAID" if event.name == "JobPaid" else "REFUNDED"
+                with self._job_lock(job_id):
+                    record = self.db.update(job_id, stage=Stage.DONE, outcome=outcome)
+                self._count(record)
+
+    def tick(self) -> None:
+        """Move every active job one step; claim earnings now and then."""
+        active = self.db.active()
+        self.metrics.active_jobs.set(len(active))
+        for record in active:
+            try:
+                with self._job_lock(record.job_id):
+                    self.advance(record.job_id)
+            except ContractRevert as exc:
+                self.log.warning("transaction refused", job_id=record.job_id, error=str(exc))
+            except VerinetError as exc:
+                self.log.warning("step failed", job_id=record.job_id, error=str(exc))
+        if time.monotonic() - self._last_claim >= self.settings.withdraw_interval:
+            self._last_claim = time.monotonic()
+            self.claim()
+
+    def claim(self) -> int:
+        """Withdraw what the market owes this node."""
+        owed = self.market.owed(self.address)
+        if owed:
+            self.market.withdraw(sender=self.address)
+            self.metrics.transactions.labels(kind="withdraw").inc()
+            self.log.info("withdrew", amount=owed)
+        return owed
+
+    def advance(self, job_id: JobId) -> JobRecord:
+        """One step of a job (callers hold the job's lock)."""
+        record = self.record(job_id)
+        if record.stage.final:
+            return record
+        job = self._chain_job(job_id)
+        if job.state.terminal:
+            record = self.db.update(job_id, stage=Stage.DONE, outcome=job.state.name)
+            self._count(record)
+            return record
+        now = self.chain.timestamp()
+        step = {
+            Stage.AWAITING_INPUT: self._awaiting,
+            Stage.READY: self._ready,
+            Stage.COMMITTING: self._committing,
+            Stage.COMMITTED: self._committed,
+            Stage.REVEALING: self._revealing,
+            Stage.SUBMITTING: self._submitting,
+            Stage.REVEALED: self._settle,
+            Stage.SUBMITTED: self._settle,
+        }[record.stage]
+        try:
+            record = step(record, job, now)
+        except _LOST_REVERTS as exc:
+            record = self.db.update(job_id, stage=Stage.LOST, error=type(exc).__name__)
+        if record.stage.final:
+            self._count(record)
+        return record
+
+    def _awaiting(self, record: JobRecord, job: Job, now: int) -> JobRecord:
+        if now >= job.reveal_deadline:
+            return self.db.update(record.job_id, stage=Stage.LOST, error="no input received")
+        return record
+
+    def _ready(self, record: JobRecord, job: Job, now: int) -> JobRecord:
+        if job.state != JobState.OPEN:
+            return self.db.update(record.job_id, stage=Stage.LOST, error="receipt from another")
+        if job.mode == Mode.QUORUM and (job.seats >= job.k or now >= job.commit_deadline):
+            return self.db.update(record.job_id, stage=Stage.LOST, error="no seat")
+        if not self.market.is_eligible(record.job_id, self.address):
+            return record  # the draw widens every selection round; try again later
+        assert record.output_hash is not None
+        if job.mode == Mode.SIGNED:
+            receipt = sign_receipt(
+                self.account,
+                chain_id=self.chain.chain_id,
+                market=self.market.address,
+                job_id=record.job_id,
+                model_id=record.model_id,
+                input_hash=record.input_hash,
+                output_hash=record.output_hash,
+            )
+            record = self.db.update(
+                record.job_id, stage=Stage.SUBMITTING, signature=receipt.signature
+            )
+            return self._submitting(record, job, now)
+        record = self.db.update(record.job_id, stage=Stage.COMMITTING, salt=os.urandom(32))
+        return self._committing(record, job, now)
+
+    def _committing(self, record: JobRecord, job: Job, now: int) -> JobRecord:
+        if self.market.commitment_of(record.job_id, self.address) != bytes(32):
+            return self.db.update(record.job_id, stage=Stage.COMMITTED)  # sent before a restart
+        assert record.output_hash is not None and record.salt is not None
+        c = commitment(record.output_hash, record.salt, self.address)
+        try:
+            tx = self.market.commit(record.job_id, c, sender=self.address)
+        except AlreadyCommitted:
+            return self.db.update(record.job_id, stage=Stage.COMMITTED)
+        except NotEligible:
+            return self.db.update(record.job_id, stage=Stage.READY)
+        self.metrics.transactions.labels(kind="commit").inc()
+        self.log.info("committed", job_id=record.job_id)
+        return self.db.update(record.job_id, stage=Stage.COMMITTED, commit_tx=tx.tx_hash)
+
+    def _committed(self, record: JobRecord, job: Job, now: int) -> JobRecord:
+        if job.seats < job.k and now < job.commit_deadline:
+            return record  # reveals open when every seat is taken
+        record = self.db.update(record.job_id, stage=Stage.REVEALING)
+        return self._revealing(record, job, now)
+
+    def _revealing(self, record: JobRecord, job: Job, now: int) -> JobRecord:
+        if self.market.revealed_by(record.job_id, self.address) != bytes(32):
+            return self.db.update(record.job_id, stage=Stage.REVEALED)
+        assert record.output_hash is not None and record.salt is not None
+        try:
+            tx = self.market.reveal(
+                record.job_id, record.output_hash, record.salt, sender=self.address
+            )
+        except AlreadyRevealed:
+            return self.db.update(record.job_id, stage=Stage.REVEALED)
+        except RevealNotOpen:
+            return self.db.update(record.job_id, stage=Stage.COMMITTED)
+        self.metrics.transactions.labels(kind="reveal").inc()
+        self.log.info("revealed", job_id=record.job_id)
+        record = self.db.update(record.job_id, stage=Stage.REVEALED, reveal_tx=tx.tx_hash)
+        self.on_change()
+        return record
+
+    def _submitting(self, record: JobRecord, job: Job, now: int) -> JobRecord:
+        if job.state != JobState.OPEN:
+            holders = self.market.seats_of(record.job_id)
+            if holders and holders[0] == self.address:
+                return self.db.update(record.job_id, stage=Stage.SUBMITTED)
+            return self.db.update(record.job_id, stage=Stage.LOST, error="receipt from another")
+        receipt = self.receipt(record)
+        assert receipt is not None
+        try:
+            tx = self.market.submit_receipt(receipt, sender=self.address)
+        except NotEligible:
+            return record
+        self.metrics.transactions.labels(kind="receipt").inc()
+        self.log.info("receipt submitted", job_id=record.job_id)
+        record = self.db.update(record.job_id, stage=Stage.SUBMITTED, receipt_tx=tx.tx_hash)
+        self.on_change()
+        return record
+
+    def _settle(self, record: JobRecord, job: Job, now: int) -> JobRecord:
+        if not self.settings.finalize or not self.market.finalizable(record.job_id):
+            return record
+        try:
+            tx = self.market.finalize(record.job_id, sender=self.address)
+        except JobNotOpen:
+            return record  # someone else finalized; the event will say how it ended
+        self.metrics.transactions.labels(kind="finalize").inc()
+        settled = self.market.job(record.job_id)
+        return self.db.update(
+            record.job_id, stage=Stage.DONE, outcome=settled.state.name, finalize_tx=tx.tx_hash
+        )
+
+    def _count(self, record: JobRecord) -> None:
+        self.metrics.jobs.labels(
+            mode=record.mode.name.lower() if record.mode.name else "?",
+            result=record.outcome.lower() if record.outcome else str(record.stage),
+        ).inc()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "node": self.address,
+            "chain_id": self.chain.chain_id,
+            "market": self.market.address,
+            "block": self.chain.block_number(),
+            "models": sorted(self.models),
+            "jobs": self.db.counts(),
+        }
