@@ -14,6 +14,7 @@ from eth_utils.crypto import keccak
 
 from verinet.chain._backend import Chain
 from verinet.chain.embedded import EmbeddedChain
+from verinet.devnet.audit import audit
 from verinet.devnet.bootstrap import TOKEN, Network, bootstrap
 from verinet.devnet.jobs import JobRun, run_quorum, run_signed
 from verinet.protocol.receipts import verify_receipt
@@ -61,26 +62,6 @@ def open_chain(kind: str) -> Iterator[Chain]:
         for account in dev_accounts(12):
             chain.add_account(account)
         yield chain
-
-
-def audit(net: Network) -> dict[str, int]:
-    """Every token the contracts hold, accounted for. Raises if anything is missing."""
-    d = net.deployment
-    market_balance = d.token.balance_of(d.market.address)
-    escrow, owed = d.market.total_escrow(), d.market.total_owed()
-    registry_balance, bonded = d.token.balance_of(d.nodes.address), d.nodes.total_bonded()
-    if market_balance != escrow + owed or registry_balance != bonded:
-        raise AssertionError(
-            f"escrow audit failed: market holds {market_balance} for {escrow}+{owed}, "
-            f"registry holds {registry_balance} for {bonded}"
-        )
-    return {
-        "market_balance": market_balance,
-        "open_escrow": escrow,
-        "owed": owed,
-        "registry_balance": registry_balance,
-        "bonded": bonded,
-    }
 
 
 def run_tour(chain: Chain, kind: str, step: Callable[[str], None] = lambda _: None) -> TourResult:
@@ -145,7 +126,7 @@ def run_tour(chain: Chain, kind: str, step: Callable[[str], None] = lambda _: No
     for account in (*net.nodes, net.model_owner, net.treasury, client):
         if d.market.owed(Address(account.address)) > 0:
             d.market.withdraw(sender=Address(account.address))
-    totals = audit(net)
+    totals = audit(net.deployment)
     if any(
         d.market.job(r.job_id).state not in (JobState.PAID, JobState.REFUNDED)  # type: ignore[arg-type]
         for r in rows

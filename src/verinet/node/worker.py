@@ -49,6 +49,9 @@ class _Models:
                 self.executors[manifest_cid] = executor
             return executor
 
+    def load(self, manifest_cid: str) -> None:
+        self.get(manifest_cid)
+
     def run(self, manifest_cid: str, payload: bytes) -> bytes:
         return encode_group(self.get(manifest_cid).run(decode_group(payload)))
 
@@ -123,7 +126,7 @@ class ModelPool:
 
     def warm(self, manifest_cid: str) -> None:
         """Start the workers and load the model in one (so the first job is not slow)."""
-        self._submit("get", manifest_cid)
+        self._submit("load", manifest_cid)
 
     def run(self, manifest_cid: str, inputs: Mapping[str, Array]) -> dict[str, Array]:
         """The model's outputs for validated inputs (raises `InvalidInput`, `ExecutionFailed`)."""
