@@ -38,7 +38,8 @@ def blob_router(store: BlobStore) -> APIRouter:
     router = APIRouter()
 
     # A plain `def`: the store does blocking disk I/O, so FastAPI runs this in its threadpool.
-    @router.api_route("/blobs/{cid}", methods=["GET", "HEAD"], response_class=Response)
+    @router.get("/blobs/{cid}", response_class=Response)
+    @router.head("/blobs/{cid}", response_class=Response, include_in_schema=False)
     def get_blob(cid: str, request: Request) -> Response:
         try:
             name = cids.normalize(cid)

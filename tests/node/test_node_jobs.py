@@ -1,0 +1,219 @@
+"""A node on the embedded chain, driven step by step: jobs, restarts, its HTTP API."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from eth_account.signers.local import LocalAccount
+
+from verinet._server import serve
+from verinet.chain.deploy import Deployment, deploy_protocol
+from verinet.chain.embedded import EmbeddedChain
+from verinet.devnet.audit import audit, audit_jobs
+from verinet.devnet.bootstrap import MAX_UINT, TOKEN, fund, stake_node
+from verinet.devnet.samples import SampleModel, publish_samples, sample_models
+from verinet.hub.store import DiskStore
+from verinet.node.api import node_app
+from verinet.node.config import NodeSettings
+from verinet.node.db import Stage
+from verinet.node.service import Node
+from verinet.protocol.types import JobState, Mode
+from verinet.runtime.tensors import group_hash
+from verinet.runtime.wire import group_to_json
+from verinet.types import Address, JobId, Wei
+
+
+@dataclass
+class World:
+    chain: EmbeddedChain
+    deployment: Deployment
+    nodes: list[LocalAccount]
+    client: LocalAccount
+    sample: SampleModel
+    model_id: int
+    tmp: Path
+
+    def node(self, index: int) -> Node:
+        settings = NodeSettings(
+            data_dir=self.tmp / f"node-{index}", isolation="thread", withdraw_interval=1e9
+        )
+        node = Node(settings, self.nodes[index], self.deployment)
+        # Every node replicates from the model owner's store, as the devnet's nodes do.
+        for cid in DiskStore(self.tmp / "hub"):
+            node.store.put_verified(cid, DiskStore(self.tmp / "hub").get(cid))
+        node.sync_models()
+        return node
+
+    def request(self, mode: Mode, k: int) -> JobId:
+        job_id, _ = self.deployment.market.request(
+            self.model_id, group_hash(self.sample.example), mode, k, sender=self.client.address
+        )
+        return job_id
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    chain = EmbeddedChain(accounts=9)
+    accounts = list(chain.accounts)
+    deployer, owner, nodes, client = accounts[0], accounts[1], accounts[2:5], accounts[5]
+    d = deploy_protocol(chain, deployer=deployer.address, treasury=accounts[8].address)
+    published = publish_samples(d, DiskStore(tmp_path / "hub"), Address(owner.address))
+    model_id = published["mlp"].model_id
+    fund(d, deployer.address, nodes, Wei(2_000 * TOKEN))
+    fund(d, deployer.address, [client], Wei(1_000 * TOKEN))
+    d.token.approve(d.market.address, Wei(MAX_UINT), sender=client.address)
+    for i, node in enumerate(nodes):
+        stake_node(
+            d,
+            node,
+            endpoint=f"http://127.0.0.1:{1 + i}",
+            stake=Wei(1_000 * TOKEN),
+            models=[model_id],
+        )
+    sample = next(s for s in sample_models() if s.name == "mlp")
+    yield World(chain, d, nodes, client, sample, model_id, tmp_path)
+    audit(d)
+    audit_jobs(d)
+
+
+def test_quorum_job_settles_through_three_nodes(world: World) -> None:
+    nodes = [world.node(i) for i in range(3)]
+    job_id = world.request(Mode.QUORUM, 3)
+    for node in nodes:
+        assert node.accept_input(job_id, world.sample.example).stage == Stage.READY
+    for _ in range(4):
+        for node in nodes:
+            node.advance(job_id)
+    job = world.deployment.market.job(job_id)
+    assert job.state == JobState.PAID
+    assert {n.record(job_id).stage for n in nodes} == {Stage.DONE}
+    expected = nodes[0].record(job_id).output_hash
+    assert job.result == expected
+    result = nodes[1].result(job_id)
+    assert result["output_hash"] == "0x" + job.result.hex()
+
+
+def test_restarted_node_never_commits_twice(world: World) -> None:
+    node = world.node(0)
+    job_id = world.request(Mode.QUORUM, 3)
+    node.accept_input(job_id, world.sample.example)
+    node.advance(job_id)  # READY -> COMMITTED (the commit went out)
+    assert node.record(job_id).stage == Stage.COMMITTED
+    # Simulate a crash after the commit was sent but before the stage was written.
+    node.db.update(job_id, stage=Stage.COMMITTING)
+    salt = node.record(job_id).salt
+    node.close()
+
+    again = world.node(0)
+    commits_before = len(world.deployment.market.history("JobCommitted"))
+    again.advance(job_id)
+    assert again.record(job_id).stage == Stage.COMMITTED
+    assert again.record(job_id).salt == salt  # the salt survived, so the reveal can open it
+    assert len(world.deployment.market.history("JobCommitted")) == commits_before
+    # The other seats fill; the restarted node reveals exactly once, and the job pays.
+    others = [world.node(i) for i in (1, 2)]
+    for other in others:
+        other.accept_input(job_id, world.sample.example)
+    for _ in range(4):
+        for n in (again, *others):
+            n.advance(job_id)
+    reveals = [
+        e for e in world.deployment.market.history("JobRevealed") if e.args["job_id"] == job_id
+    ]
+    assert sorted(e.args["node"] for e in reveals) == sorted(n.address for n in (again, *others))
+    assert world.deployment.market.job(job_id).state == JobState.PAID
+
+
+def test_signed_job_and_receipt(world: World) -> None:
+    nodes = [world.node(i) for i in range(3)]
+    job_id = world.request(Mode.SIGNED, 1)
+    for node in nodes:
+        node.accept_input(job_id, world.sample.example)
+    for _ in range(30):  # the draw widens every selection round
+        for node in nodes:
+            node.advance(job_id)
+        if world.deployment.market.job(job_id).state.terminal:
+            break
+        world.chain.advance_time(world.deployment.params.selection_round())
+    assert world.deployment.market.job(job_id).state == JobState.PAID
+    winners = [n for n in nodes if n.record(job_id).receipt_tx]
+    assert len(winners) == 1
+    assert winners[0].result(job_id)["receipt"]
+
+
+def test_unanswered_job_is_refunded_and_nodes_stand_down(world: World) -> None:
+    node = world.node(0)
+    job_id = world.request(Mode.QUORUM, 3)
+    balance = world.deployment.token.balance_of(world.client.address)
+    node.poll()  # sees the request; never gets the input
+    assert node.record(job_id).stage == Stage.AWAITING_INPUT
+    world.chain.advance_time(10_000)
+    world.deployment.market.finalize(job_id, sender=world.client.address)
+    node.poll()
+    assert world.deployment.market.job(job_id).state == JobState.REFUNDED
+    world.deployment.market.withdraw(sender=world.client.address)
+    assert world.deployment.token.balance_of(world.client.address) > balance
+    record = node.record(job_id)
+    assert record.stage == Stage.DONE and record.outcome == "REFUNDED"
+
+
+def test_http_api_refusals_say_what_to_fix(world: World) -> None:
+    node = world.node(0)
+    job_id = world.request(Mode.QUORUM, 3)
+    example = world.sample.example
+    good = {"inputs": group_to_json(example)}
+    (name,) = example
+    with serve(node_app(node)) as url, httpx.Client(base_url=url, timeout=30) as http:
+        ok = http.post(f"/v1/models/{world.model_id}/execute", json=good)
+        assert ok.status_code == 200
+        assert ok.json()["input_hash"] == "0x" + group_hash(example).hex()
+        cases = [
+            (
+                {"inputs": {name: {"dtype": "int64", "shape": [1, 16], "data": [0] * 16}}},
+                422,
+                "DtypeMismatch",
+                "astype",
+            ),
+            (
+                {"inputs": {name: {"dtype": "float32", "shape": [1, 15], "data": [0.0] * 15}}},
+                422,
+                "ShapeMismatch",
+                "axis 1",
+            ),
+            ({"inputs": {}}, 422, "MissingInput", name),
+            ({"wrong": 1}, 400, "MalformedTensor", "inputs"),
+        ]
+        for body, status, error, hint in cases:
+            r = http.post(f"/v1/models/{world.model_id}/execute", json=body)
+            assert (r.status_code, r.json()["error"]) == (status, error), r.text
+            assert hint in r.json()["detail"]
+        nan = {name: np.full((1, 16), np.nan, dtype=np.float32)}
+        r = http.post(f"/v1/models/{world.model_id}/execute", json={"inputs": group_to_json(nan)})
+        assert (r.status_code, r.json()["error"]) == (422, "NonFiniteInput")
+        r = http.post("/v1/models/999/execute", json=good)
+        assert (r.status_code, r.json()["error"]) == (404, "ModelNotServed")
+        r = http.post("/v1/jobs/777/input", json=good)
+        assert (r.status_code, r.json()["error"]) == (404, "UnknownJob")
+        other = {name: example[name] + 1}
+        r = http.post(f"/v1/jobs/{job_id}/input", json={"inputs": group_to_json(other)})
+        assert (r.status_code, r.json()["error"]) == (409, "InputHashMismatch")
+        r = http.get(f"/v1/jobs/{job_id}/result")
+        assert r.status_code == 404  # never sent an input: no record
+        r = http.post(f"/v1/jobs/{job_id}/input", json=good)
+        assert r.status_code == 202 and r.json()["stage"] == "ready"
+        r = http.get(f"/v1/jobs/{job_id}/result")
+        assert (r.status_code, r.json()["error"]) == (409, "ResultNotReady")  # not yet revealed
+        big = b'{"inputs": "' + b"x" * (node.settings.max_request_bytes + 1) + b'"}'
+        r = http.post(f"/v1/jobs/{job_id}/input", content=big)
+        assert r.status_code == 413 and "send less" in r.json()["detail"]
+        r = http.post(f"/v1/jobs/{job_id}/input", content=b"{not json")
+        assert (r.status_code, r.json()["error"]) == (400, "MalformedTensor")
+        assert http.get("/healthz").json()["models"] == [world.model_id]
+        metrics = http.get("/metrics").text
+        assert 'verinet_executions_total{path="direct",result="ok"}' in metrics
+        assert "/v1/jobs/{job_id}/input" in http.get("/openapi.json").json()["paths"]
