@@ -26,7 +26,7 @@ def serve(app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0) -> Iterator[s
     block exits; a request handler that never finishes is cancelled after the grace period.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     failure: list[BaseException] = []
     thread: threading.Thread | None = None
     # log_config=None: do not reconfigure the process's logging, which belongs to the embedder.

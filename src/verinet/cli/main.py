@@ -84,7 +84,9 @@ def devnet_up(
 ) -> None:
     """Start a local network with sample models and run it until interrupted (Ctrl-C)."""
     from verinet.devnet.network import Devnet
+    from verinet.node.daemon import configure_logging
 
+    configure_logging("console", "info")  # node logs go to stderr
     if (directory / "devnet.json").exists():
         (directory / "devnet.json").unlink()  # a stale description from an earlier run
     with _errors(), console.status("starting") as status:
@@ -456,7 +458,11 @@ def demo(
     """Start a devnet, run every mode on every sample model through the SDK, print what was
     verified, audit the escrow, and exit."""
     from verinet.devnet.demo import run_demo
+    from verinet.node.daemon import configure_logging
 
+    # The embedded devnet's nodes run in this process: their logs go to stderr, and only
+    # warnings, so stdout carries the table (or the JSON) alone.
+    configure_logging(level="warning")
     started = time.perf_counter()
     with _errors(), tempfile.TemporaryDirectory(prefix="verinet-demo-") as tmp:
         if as_json:
