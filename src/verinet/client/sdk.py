@@ -100,7 +100,7 @@ class Client:
         account: LocalAccount,
         *,
         timeout: float = 300.0,
-        poll_interval: float = 0.2,
+        poll_interval: float = 0.1,
         http: httpx.Client | None = None,
     ) -> None:
         self.deployment = deployment

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -39,6 +40,7 @@ from verinet.chain._backend import Chain
 from verinet.chain.deploy import Deployment, deploy_protocol
 from verinet.devnet.bootstrap import MAX_UINT, TOKEN, fund, stake_node
 from verinet.devnet.samples import publish_samples
+from verinet.errors import TransientError
 from verinet.hub.http import blob_app
 from verinet.hub.store import DiskStore
 from verinet.node.config import ChainSettings, NodeSettings
@@ -53,6 +55,8 @@ DEV_PASSWORD = "verinet-devnet-insecure"
 STAKE = Wei(1_000 * TOKEN)
 CLIENT_FUNDS = Wei(100_000 * TOKEN)
 START_DEADLINE = 120.0
+BLOCK_INTERVAL = 1.0
+"""Seconds between blocks on an anvil devnet, transactions or not."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +102,7 @@ class Devnet:
         say = progress or (lambda _: None)
         data_dir.mkdir(parents=True, exist_ok=True)
         stack = contextlib.ExitStack()
+        net: Devnet | None = None
         try:
             accounts = dev_accounts(3 + nodes + clients)
             say(f"starting the {chain} chain")
@@ -123,7 +128,7 @@ class Devnet:
                 deployment.token.approve(
                     deployment.market.address, Wei(MAX_UINT), sender=Address(client.address)
                 )
-            sockets = [bind_socket("127.0.0.1", 0) for _ in node_accounts]
+            sockets = [_reserve_port() for _ in node_accounts]
             urls = [f"http://127.0.0.1:{s.getsockname()[1]}" for s in sockets]
             for account, url in zip(node_accounts, urls, strict=True):
                 say(f"staking node {account.address[:10]}…")
@@ -155,7 +160,10 @@ class Devnet:
             net.write_description()
             return net
         except BaseException:
-            stack.close()
+            if net is not None:
+                net.stop()  # node processes already spawned go too, not only the chain
+            else:
+                stack.close()
             raise
 
     def stop(self) -> None:
@@ -186,7 +194,7 @@ class Devnet:
             public_url=url,
             peers=[self.hub_url],
             chain=ChainSettings(
-                url=self.rpc_url, contracts=self.deployment.addresses(), poll_interval=0.2
+                url=self.rpc_url, contracts=self.deployment.addresses(), poll_interval=0.05
             ),
             isolation="process",
             withdraw_interval=5.0,
@@ -322,7 +330,55 @@ def _open_chain(
     rpc = JsonRpcChain(anvil.url, dev=True)
     for account in accounts:
         rpc.add_account(account)
+    stack.enter_context(_blocks_every(JsonRpcChain(anvil.url, dev=True), BLOCK_INTERVAL))
     return rpc, anvil.url
+
+
+@contextlib.contextmanager
+def _blocks_every(chain: Chain, seconds: float) -> Iterator[None]:
+    """Mine an empty block every `seconds`, as a live chain does.
+
+    anvil mines only when a transaction comes, and contract views read the last block's
+    time: on an idle devnet the clock would stop, and a job whose first draw picked no node
+    would never widen its draw nor reach its deadline.
+    """
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.wait(seconds):
+            with contextlib.suppress(TransientError):
+                chain.advance_time(0)
+
+    thread = threading.Thread(target=run, name="devnet-blocks", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+def _reserve_port() -> socket.socket:
+    """A socket bound to a free loopback port below the kernel's ephemeral range.
+
+    Node processes bind their port themselves, seconds after it is chosen here (and again
+    when restarted). A port from the ephemeral range could meanwhile become the local end of
+    any outgoing connection on the machine; one below it cannot.
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return bind_socket("127.0.0.1", 0)
+    for _ in range(100):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", random.randrange(min(10_000, low // 2), low)))
+        except OSError:
+            sock.close()
+            continue
+        return sock
+    return bind_socket("127.0.0.1", 0)
 
 
 def _tune(deployment: Deployment, owner: Address, windows: Windows) -> None:

@@ -172,8 +172,12 @@ def node_router(node: Node) -> APIRouter:
     )
     async def execute(model_id: int, request: Request) -> dict[str, Any]:
         """Run the model now, off-chain (no payment, no receipt): outputs and hashes."""
-        inputs = inputs_of(await _json_body(request))
-        result = await asyncio.to_thread(node.execute, ModelId(model_id), inputs)
+        body = await _json_body(request)
+
+        def run() -> dict[str, Any]:  # decoding too: a large body must not block the loop
+            return node.execute(ModelId(model_id), inputs_of(body))
+
+        result = await asyncio.to_thread(run)
         return {
             "model_id": model_id,
             "node": node.address,
@@ -206,7 +210,9 @@ def node_router(node: Node) -> APIRouter:
                 node.accept_input_blob, JobId(job_id), cid, [str(p) for p in peers]
             )
         else:
-            record = await asyncio.to_thread(node.accept_input, JobId(job_id), inputs_of(body))
+            record = await asyncio.to_thread(
+                lambda: node.accept_input(JobId(job_id), inputs_of(body))
+            )
         return record.to_json()
 
     @router.get("/v1/jobs/{job_id}", tags=["jobs"])

@@ -162,7 +162,7 @@ class Node:
     ) -> dict[str, Array]:
         started = time.perf_counter()
         try:
-            outputs = self.pool.run(served.manifest_cid, feeds)
+            outputs = self.pool.run_validated(served.manifest_cid, feeds)
         except VerinetError as exc:
             self.metrics.executions.labels(path=path, result=type(exc).__name__).inc()
             raise
@@ -448,7 +448,9 @@ class Node:
             return self.db.update(record.job_id, stage=Stage.READY)
         self.metrics.transactions.labels(kind="commit").inc()
         self.log.info("committed", job_id=record.job_id)
-        return self.db.update(record.job_id, stage=Stage.COMMITTED, commit_tx=tx.tx_hash)
+        record = self.db.update(record.job_id, stage=Stage.COMMITTED, commit_tx=tx.tx_hash)
+        self.on_change()  # the last seat may be taken: reveals can open at once
+        return record
 
     def _committed(self, record: JobRecord, job: Job, now: int) -> JobRecord:
         if job.seats < job.k and now < job.commit_deadline:

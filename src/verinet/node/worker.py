@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing
+import multiprocessing.connection
+import os
 import threading
 from collections.abc import Mapping
 from concurrent.futures.process import BrokenProcessPool
@@ -80,13 +82,27 @@ _worker: _Models | None = None  # the one per worker process
 
 
 def _init(store_root: str, timeout: float, memory_limit: int | None) -> None:
-    """Worker start: cap the address space, remember where models live."""
+    """Worker start: cap the address space, remember where models live, and go when the
+    node goes."""
     global _worker
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(
+            target=_exit_with, args=(parent.sentinel,), name="exit-with-node", daemon=True
+        ).start()
     if memory_limit is not None:
         import resource
 
         resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
     _worker = _Models(store_root, timeout)
+
+
+def _exit_with(node_sentinel: int) -> None:
+    # A pool worker waits on its call queue forever, so a node killed outright (SIGKILL, the
+    # OOM killer) would leave it running with its models loaded. The sentinel is readable once
+    # the node is gone.
+    multiprocessing.connection.wait([node_sentinel])
+    os._exit(0)
 
 
 def _call(method: str, *args: Any) -> Any:
@@ -128,10 +144,11 @@ class ModelPool:
         """Start the workers and load the model in one (so the first job is not slow)."""
         self._submit("load", manifest_cid)
 
-    def run(self, manifest_cid: str, inputs: Mapping[str, Array]) -> dict[str, Array]:
-        """The model's outputs for validated inputs (raises `InvalidInput`, `ExecutionFailed`)."""
+    def run_validated(self, manifest_cid: str, inputs: Mapping[str, Array]) -> dict[str, Array]:
+        """The model's outputs for inputs `validate_inputs` accepted (raises `ExecutionFailed`).
+        A worker process checks them again: it trusts nothing across the boundary."""
         if self._local is not None:
-            return self._local.get(manifest_cid).run(dict(inputs))
+            return self._local.get(manifest_cid).run_validated(inputs)
         return decode_group(self._submit("run", manifest_cid, encode_group(inputs)))
 
     def trace_step(
