@@ -3,7 +3,7 @@
 1. HTTP execution: ``POST /v1/models/{id}/execute`` on a node, against a plain FastAPI +
    onnxruntime server on the same model, measured in the same run. Each server is a process
    of its own, served by uvicorn with the settings of `verinet._server.serve` (one process,
-   loopback; see `serve_tcp` for the one difference):
+   loopback):
 
        plain            what a user would write: one ``InferenceSession`` (the manifest's
                         thread and optimisation settings), an ``async def`` endpoint that
@@ -45,11 +45,9 @@ import json
 import os
 import platform
 import select
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -193,44 +191,7 @@ class _Timed:
                 self.samples.append(time.perf_counter() - start)
 
 
-@contextlib.contextmanager
-def serve_tcp(app: Any) -> Iterator[str]:
-    """`verinet._server.serve` (same uvicorn settings), but the listening socket is made with
-    ``proto=IPPROTO_TCP``. asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and
-    accepted sockets copy the listener's: behind a ``proto=0`` socket (`serve`, the node's
-    `bind_socket`, the devnet's ports) uvicorn's second write of a response (the body) waits
-    for the client's delayed ACK, ~40 ms, on every keep-alive request with httpx (the SDK's
-    client) and in some runs with this benchmark's client. ``--stock-serve`` measures that."""
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(
-        app,
-        log_config=None,
-        log_level="warning",
-        access_log=False,
-        lifespan="auto",
-        timeout_graceful_shutdown=5,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            thread.join(0.005)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
-
-
-def serve_main(kind: str, data_dir: Path, *, stock: bool) -> int:
+def serve_main(kind: str, data_dir: Path) -> int:
     """Serve until stdin closes: the URL and model ids go to stdout as a JSON line, and each
     ``stats`` line read answers with the in-server medians since the last one."""
     from verinet._server import serve
@@ -264,7 +225,7 @@ def serve_main(kind: str, data_dir: Path, *, stock: bool) -> int:
         app = node_app(node)
     timed = _Timed(app)
     try:
-        with (serve if stock else serve_tcp)(timed) as url:
+        with serve(timed) as url:
             if node is not None:
                 node.deployment.nodes.set_endpoint(url, sender=node.address)
             print(json.dumps({"url": url, "models": ids}), flush=True)
@@ -285,7 +246,7 @@ def serve_main(kind: str, data_dir: Path, *, stock: bool) -> int:
 class Server:
     """A server process (`serve_main`); `stop` closes its stdin, then terminates, then kills."""
 
-    def __init__(self, kind: str, data_dir: Path, *, stock: bool) -> None:
+    def __init__(self, kind: str, data_dir: Path) -> None:
         self.kind = kind
         self.log = data_dir / "server.log"
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -293,7 +254,6 @@ class Server:
             self.process = subprocess.Popen(
                 [
                     *(sys.executable, __file__, "--serve", kind, "--data-dir", str(data_dir)),
-                    *(["--stock-serve"] if stock else []),
                 ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -348,9 +308,7 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_servers(
-    root: Path, samples: dict[str, Any], *, stock: bool
-) -> Iterator[dict[str, Server]]:
+def running_servers(root: Path, samples: dict[str, Any]) -> Iterator[dict[str, Server]]:
     """Every server of `SERVERS`, started in parallel, each in ``root/<key>``; the models'
     files, manifests and session settings in ``root/models.json``."""
     root.mkdir(parents=True, exist_ok=True)
@@ -370,7 +328,7 @@ def running_servers(
     servers: dict[str, Server] = {}
     try:
         for key in SERVERS:
-            servers[key] = Server(key, root / key, stock=stock)
+            servers[key] = Server(key, root / key)
         deadline = time.monotonic() + START_DEADLINE
         for server in servers.values():
             server.wait_ready(deadline)
@@ -786,7 +744,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "rounds": args.rounds,
             "timed_requests_per_round": args.requests,
             "warmup_requests": args.warmup,
-            "serve": "verinet._server.serve" if args.stock_serve else "serve_tcp (TCP_NODELAY)",
+            "serve": "verinet._server.serve",
             "load_generator": "raw asyncio HTTP/1.1, keep-alive, in the benchmark's process",
             "e2e_runs": args.e2e_runs,
             "e2e_isolation": isolation,
@@ -796,7 +754,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-node-") as tmp:
         root = Path(tmp)
         if args.part in ("http", "all"):
-            with running_servers(root / "servers", samples, stock=args.stock_serve) as servers:
+            with running_servers(root / "servers", samples) as servers:
                 http = measure_http(
                     servers, samples, args.levels, args.rounds, args.requests, args.warmup
                 )
@@ -924,18 +882,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=600, help="timed requests a cell a round")
     parser.add_argument("--warmup", type=int, default=50, help="untimed requests before each")
     parser.add_argument("--e2e-runs", type=int, default=10, help="jobs per mode, end to end")
-    parser.add_argument(
-        "--stock-serve",
-        action="store_true",
-        help="serve with verinet._server.serve as it is (no TCP_NODELAY; see serve_tcp)",
-    )
     parser.add_argument("--quick", action="store_true", help="tiny run for CI smoke tests")
     parser.add_argument("--json", "--out", dest="json", type=Path, default=DEFAULT_JSON)
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        return serve_main(args.serve, args.data_dir, stock=args.stock_serve)
+        return serve_main(args.serve, args.data_dir)
     if args.quick:
         args.rounds, args.requests, args.warmup, args.e2e_runs = 1, 40, 10, 1
     results = run(args)

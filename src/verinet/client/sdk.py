@@ -245,7 +245,7 @@ class Client:
                 f"of {job.escrow} came back to {self.address}"
             )
         say("fetching the result")
-        outputs, url = self._fetch_result(job, nodes, manifest)
+        outputs, url, signature = self._fetch_result(job, nodes, manifest)
         result = VerifiedResult(
             job_id=job_id,
             model_id=model,
@@ -254,7 +254,7 @@ class Client:
             outputs=outputs,
             input_hash=input_hash,
             output_hash=job.result,
-            receipts=self._receipts(job, nodes),
+            receipts=self._receipts(job, signature),
             nodes=self._winners(job),
             transactions=transactions,
             state=job.state,
@@ -328,7 +328,9 @@ class Client:
 
     def _fetch_result(
         self, job: Job, nodes: Sequence[NodeEndpoint], manifest: ModelManifest
-    ) -> tuple[dict[str, Array], str]:
+    ) -> tuple[dict[str, Array], str, bytes | None]:
+        """Outputs from the first node (winners first) whose outputs hash to the settled
+        result, its URL, and its receipt signature when it signed one."""
         winners = set(self._winners(job))
         errors = []
         for node in sorted(nodes, key=lambda n: n.address not in winners):
@@ -346,7 +348,7 @@ class Client:
             )
             ordered = {s.name: outputs[s.name] for s in manifest.outputs if s.name in outputs}
             if len(ordered) == len(manifest.outputs) and group_hash(ordered) == job.result:
-                return ordered, node.url
+                return ordered, node.url, _signature(body.get("receipt"))
             errors.append(f"{node.url}: outputs do not hash to the settled result")
         raise NodeRequestFailed(
             f"no node served outputs matching job {job.job_id}'s settled hash: {'; '.join(errors)}"
@@ -359,28 +361,23 @@ class Client:
             return tuple(seats[:1])
         return tuple(n for n in seats if market.revealed_by(job.job_id, n) == job.result)
 
-    def _receipts(self, job: Job, nodes: Sequence[NodeEndpoint]) -> tuple[Receipt, ...]:
-        if job.mode != Mode.SIGNED:
+    def _receipts(self, job: Job, signature: bytes | None) -> tuple[Receipt, ...]:
+        """A signed job's receipt as the paid node signed it (`verify` checks it)."""
+        if job.mode != Mode.SIGNED or signature is None:
             return ()
         (signer,) = self._winners(job)
-        for node in nodes:
-            if node.address != signer:
-                continue
-            response = self._http.get(f"{node.url}/v1/jobs/{job.job_id}/result")
-            if response.status_code == 200 and response.json().get("receipt"):
-                return (
-                    Receipt(
-                        chain_id=self.chain.chain_id,
-                        market=self.deployment.market.address,
-                        job_id=job.job_id,
-                        model_id=job.model_id,
-                        input_hash=job.input_hash,
-                        output_hash=job.result,
-                        node=signer,
-                        signature=bytes.fromhex(response.json()["receipt"].removeprefix("0x")),
-                    ),
-                )
-        return ()
+        return (
+            Receipt(
+                chain_id=self.chain.chain_id,
+                market=self.deployment.market.address,
+                job_id=job.job_id,
+                model_id=job.model_id,
+                input_hash=job.input_hash,
+                output_hash=job.result,
+                node=signer,
+                signature=signature,
+            ),
+        )
 
     # -- verification -------------------------------------------------------------------
 
@@ -487,6 +484,16 @@ def _with(result: VerifiedResult, **changes: Any) -> VerifiedResult:
     from dataclasses import replace
 
     return replace(result, **changes)
+
+
+def _signature(value: Any) -> bytes | None:
+    """A node's hex receipt signature, or None if it sent none (or garbage: verify refuses)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return bytes.fromhex(value.removeprefix("0x"))
+    except ValueError:
+        return None
 
 
 def _detail(response: httpx.Response) -> str:

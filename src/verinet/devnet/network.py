@@ -370,7 +370,7 @@ def _reserve_port() -> socket.socket:
     except (OSError, ValueError, IndexError):
         return bind_socket("127.0.0.1", 0)
     for _ in range(100):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", random.randrange(min(10_000, low // 2), low)))
