@@ -1,7 +1,8 @@
-"""Assertions shared by the contract, conformance and property tests."""
+"""Assertions and hand-assembled bytecode shared by the contract, chain and property tests."""
 
 from __future__ import annotations
 
+from eth_abi.abi import encode
 from eth_utils.crypto import keccak
 
 from verinet.devnet.bootstrap import Network
@@ -43,3 +44,26 @@ def assert_nothing_lost(net: Network) -> None:
         else:
             open_escrow += job.escrow
     assert open_escrow == d.market.total_escrow()
+
+
+# Hand-assembled contracts for chain-backend tests.
+NOT_ELIGIBLE = bytes.fromhex("08c379a0") + encode(["string"], ["NotEligible"])
+"""ABI `Error(string)` revert data for the reason code NotEligible (100 bytes)."""
+# Succeeds when GASPRICE is 0 (eth_estimateGas without fees), else reverts NotEligible:
+# a transaction that estimates fine and is then mined with status 0.
+# GASPRICE ISZERO PUSH1 0x0f JUMPI <revert stub, data at 0x11> JUMPDEST STOP <data>
+REVERTS_WHEN_PAID = bytes.fromhex("3a15600f57606460115f3960645ffd5b00") + NOT_ELIGIBLE
+
+
+def init_code(runtime: bytes) -> bytes:
+    """Init code that returns `runtime`: CODECOPY it from behind this 12-byte stub."""
+    size = len(runtime).to_bytes(2, "big")
+    return (
+        b"\x61"
+        + size
+        + bytes.fromhex("600c5f39")
+        + b"\x61"
+        + size
+        + bytes.fromhex("5ff3")
+        + runtime
+    )

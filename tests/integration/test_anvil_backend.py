@@ -7,8 +7,8 @@ import socket
 from collections.abc import Iterator
 
 import pytest
-from eth_abi.abi import encode
 
+from tests.helpers import NOT_ELIGIBLE, REVERTS_WHEN_PAID, init_code
 from verinet.chain._accounts import dev_account, dev_accounts
 from verinet.chain._backend import Chain
 from verinet.chain.anvil import AnvilProcess
@@ -20,7 +20,6 @@ pytestmark = pytest.mark.integration
 
 CONSTANT = bytes(range(32))
 TOPIC = bytes([0xAB]) * 32
-NOT_ELIGIBLE = bytes.fromhex("08c379a0") + encode(["string"], ["NotEligible"])
 assert len(NOT_ELIGIBLE) == 100
 
 # PUSH32 CONSTANT, PUSH0, MSTORE, PUSH1 32, PUSH0, RETURN
@@ -29,24 +28,6 @@ RETURNS_CONSTANT = b"\x7f" + CONSTANT + bytes.fromhex("5f5260205ff3")
 REVERTS = bytes.fromhex("6064600a5f3960645ffd") + NOT_ELIGIBLE
 # LOG1(topic=TOPIC, data=calldata)
 LOGS_CALLDATA = bytes.fromhex("365f5f37") + b"\x7f" + TOPIC + bytes.fromhex("365fa100")
-# Succeeds when GASPRICE is 0 (eth_estimateGas without fees), else reverts NotEligible:
-# a transaction that estimates fine and is then mined with status 0.
-# GASPRICE ISZERO PUSH1 0x0f JUMPI <revert stub, data at 0x11> JUMPDEST STOP <data>
-REVERTS_WHEN_PAID = bytes.fromhex("3a15600f57606460115f3960645ffd5b00") + NOT_ELIGIBLE
-
-
-def init_code(runtime: bytes) -> bytes:
-    """Init code that returns `runtime`: CODECOPY it from behind this 12-byte stub."""
-    size = len(runtime).to_bytes(2, "big")
-    return (
-        b"\x61"
-        + size
-        + bytes.fromhex("600c5f39")
-        + b"\x61"
-        + size
-        + bytes.fromhex("5ff3")
-        + runtime
-    )
 
 
 @pytest.fixture(scope="module")

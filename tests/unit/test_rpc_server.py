@@ -14,9 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
-from eth_abi.abi import encode
 
-from tests.helpers import addr, h
+from tests.helpers import REVERTS_WHEN_PAID, addr, h, init_code
 from verinet._server import serve
 from verinet.chain import EmbeddedChain, dev_account, dev_accounts
 from verinet.chain.deploy import Deployment
@@ -31,26 +30,6 @@ from verinet.types import Address, Wei
 NODES = 4
 CLIENTS = 2
 ACCOUNTS = 3 + NODES + CLIENTS + 1
-
-NOT_ELIGIBLE = bytes.fromhex("08c379a0") + encode(["string"], ["NotEligible"])
-# Succeeds when GASPRICE is 0 (eth_estimateGas without fees), else reverts NotEligible:
-# a transaction that estimates fine and is then mined with status 0.
-# GASPRICE ISZERO PUSH1 0x0f JUMPI <revert stub, data at 0x11> JUMPDEST STOP <data>
-REVERTS_WHEN_PAID = bytes.fromhex("3a15600f57606460115f3960645ffd5b00") + NOT_ELIGIBLE
-
-
-def init_code(runtime: bytes) -> bytes:
-    """Init code that returns `runtime`: CODECOPY it from behind this 12-byte stub."""
-    size = len(runtime).to_bytes(2, "big")
-    return (
-        b"\x61"
-        + size
-        + bytes.fromhex("600c5f39")
-        + b"\x61"
-        + size
-        + bytes.fromhex("5ff3")
-        + runtime
-    )
 
 
 @pytest.fixture(scope="module")

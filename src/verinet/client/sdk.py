@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -264,7 +264,7 @@ class Client:
         if verify:
             say("verifying")
             verdict = self.verify(result)
-            result = _with(result, verdict=verdict)
+            result = replace(result, verdict=verdict)
         return result
 
     def _send_inputs(
@@ -478,12 +478,6 @@ class AsyncClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
-
-
-def _with(result: VerifiedResult, **changes: Any) -> VerifiedResult:
-    from dataclasses import replace
-
-    return replace(result, **changes)
 
 
 def _signature(value: Any) -> bytes | None:
