@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVERS = {"plain", "plain_to_thread", "node_thread", "node_process"}
+SERVERS = {"plain", "plain_to_thread", "node_auto", "node_thread", "node_process"}
 
 
 @pytest.mark.integration
@@ -39,7 +39,12 @@ def test_bench_node_smoke(tmp_path: Path) -> None:
     assert all(r > 0 for ratios in mlp["ratios"].values() for r in ratios.values())
     breakdown = results["http"]["breakdown"]["mlp"]
     assert all(us > 0 for us in breakdown["node_us"].values())
-    assert set(breakdown["handler_total_us"]) == {"plain", "node_thread", "node_process"}
+    assert set(breakdown["handler_total_us"]) == {
+        "plain",
+        "node_auto",
+        "node_thread",
+        "node_process",
+    }
 
     e2e = results["e2e"]
     for mode in ("signed", "quorum(3)"):
@@ -48,6 +53,7 @@ def test_bench_node_smoke(tmp_path: Path) -> None:
     assert e2e["quorum/signed"] > 0
     assert {g["met"] for g in results["goals"].values()} <= {True, False}
     assert set(results["goals"]) == {
+        "http node_auto",
         "http node_process",
         "http node_thread",
         "e2e quorum(3)/signed",

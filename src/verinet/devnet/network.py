@@ -43,7 +43,7 @@ from verinet.devnet.samples import publish_samples
 from verinet.errors import TransientError
 from verinet.hub.http import blob_app
 from verinet.hub.store import DiskStore
-from verinet.node.config import ChainSettings, NodeSettings
+from verinet.node.config import ChainSettings, Isolation, NodeSettings
 from verinet.node.daemon import NodeDaemon, bind_socket
 from verinet.node.keys import DEV_SCRYPT_N, create_keystore
 from verinet.node.service import Node
@@ -96,7 +96,7 @@ class Devnet:
         nodes: int = 4,
         clients: int = 2,
         windows: Windows = Windows(),
-        isolation: Literal["process", "thread"] = "process",
+        isolation: Isolation = "auto",
         progress: Any = None,
     ) -> Devnet:
         say = progress or (lambda _: None)
@@ -196,7 +196,6 @@ class Devnet:
             chain=ChainSettings(
                 url=self.rpc_url, contracts=self.deployment.addresses(), poll_interval=0.05
             ),
-            isolation="process",
             withdraw_interval=5.0,
         )
 

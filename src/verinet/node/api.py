@@ -73,6 +73,14 @@ class ExecuteRequest(BaseModel):
     inputs: dict[str, TensorJson]
 
 
+class ExecuteResponse(BaseModel):
+    model_id: int
+    node: str = Field(description="the node's address")
+    input_hash: str = Field(description="sha2-256 of the canonical inputs, 0x-hex")
+    output_hash: str = Field(description="sha2-256 of the canonical outputs, 0x-hex")
+    outputs: dict[str, TensorJson]
+
+
 class JobInput(BaseModel):
     inputs: dict[str, TensorJson] | None = Field(default=None, description="the tensors")
     input_cid: str | None = Field(default=None, description="or: their canonical blob's CID")
@@ -121,8 +129,15 @@ def _too_large(limit: int) -> JSONResponse:
     )
 
 
+INLINE_DECODE = 64 * 1024
+"""Bodies up to this size are parsed on the event loop (tens of µs); larger ones in a thread."""
+
+
 async def _json_body(request: Request) -> Any:
-    raw = await request.body()
+    return _parse(await request.body())
+
+
+def _parse(raw: bytes) -> Any:
     try:
         return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -163,6 +178,7 @@ def node_router(node: Node) -> APIRouter:
     @router.post(
         "/v1/models/{model_id}/execute",
         tags=["models"],
+        response_model=ExecuteResponse,
         openapi_extra={
             "requestBody": {
                 "content": {"application/json": {"schema": ExecuteRequest.model_json_schema()}},
@@ -170,21 +186,25 @@ def node_router(node: Node) -> APIRouter:
             }
         },
     )
-    async def execute(model_id: int, request: Request) -> dict[str, Any]:
+    async def execute(model_id: int, request: Request) -> JSONResponse:
         """Run the model now, off-chain (no payment, no receipt): outputs and hashes."""
-        body = await _json_body(request)
-
-        def run() -> dict[str, Any]:  # decoding too: a large body must not block the loop
-            return node.execute(ModelId(model_id), inputs_of(body))
-
-        result = await asyncio.to_thread(run)
-        return {
-            "model_id": model_id,
-            "node": node.address,
-            "input_hash": "0x" + result["input_hash"].hex(),
-            "output_hash": "0x" + result["output_hash"].hex(),
-            "outputs": group_to_json(result["outputs"]),
-        }
+        raw = await request.body()
+        if len(raw) <= INLINE_DECODE:
+            result = await node.execute_async(ModelId(model_id), inputs_of(_parse(raw)))
+        else:  # decoding a large body must not stall the loop
+            inputs = await asyncio.to_thread(lambda: inputs_of(_parse(raw)))
+            result = await node.execute_async(ModelId(model_id), inputs)
+        # Plain JSON types already: a JSONResponse skips FastAPI's jsonable_encoder walk,
+        # ~10 µs of a request that runs a small model in ~8.
+        return JSONResponse(
+            {
+                "model_id": model_id,
+                "node": node.address,
+                "input_hash": "0x" + result["input_hash"].hex(),
+                "output_hash": "0x" + result["output_hash"].hex(),
+                "outputs": group_to_json(result["outputs"]),
+            }
+        )
 
     @router.post(
         "/v1/jobs/{job_id}/input",

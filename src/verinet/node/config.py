@@ -21,6 +21,8 @@ from pydantic_settings import (
 from verinet.types import Address
 
 MiB = 1024 * 1024
+Isolation = Literal["auto", "process", "thread"]
+"""Where a node runs models; see `verinet.node.worker`."""
 
 
 class ChainSettings(BaseModel):
@@ -53,11 +55,18 @@ class NodeSettings(BaseSettings):
     peers: list[str] = Field(default_factory=list, description="blob peers for replication")
     max_request_bytes: int = Field(default=8 * MiB, gt=0, description="largest HTTP body")
     workers: int = Field(default=1, ge=1, le=64, description="model worker processes")
-    isolation: Literal["process", "thread"] = Field(
-        default="process", description="run models in capped worker processes or in threads"
+    isolation: Isolation = Field(
+        default="auto",
+        description=(
+            "where models run: auto (in the node when their memory is provably at most "
+            "inline_memory_mb, else in capped worker processes), process, or thread"
+        ),
     )
     memory_limit_mb: int = Field(
         default=4096, ge=256, description="address-space cap per worker process (RLIMIT_AS)"
+    )
+    inline_memory_mb: int = Field(
+        default=256, ge=0, description="auto isolation: largest proven bound run in the node"
     )
     execution_timeout: float = Field(default=60.0, gt=0, le=86_400)
     finalize: bool = Field(default=True, description="finalize jobs this node took part in")
