@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,4 +217,10 @@ def test_http_api_refusals_say_what_to_fix(world: World) -> None:
         assert http.get("/healthz").json()["models"] == [world.model_id]
         metrics = http.get("/metrics").text
         assert 'verinet_executions_total{path="direct",result="ok"}' in metrics
-        assert "/v1/jobs/{job_id}/input" in http.get("/openapi.json").json()["paths"]
+        paths = http.get("/openapi.json").json()["paths"]
+        assert "/v1/jobs/{job_id}/input" in paths
+        execute = paths["/v1/models/{model_id}/execute"]["post"]  # the lean route, documented
+        assert execute["parameters"][0]["schema"]["type"] == "integer"
+        assert "requestBody" in execute and "ExecuteResponse" in json.dumps(execute["responses"])
+        r = http.post("/v1/models/mlp/execute", json=good)
+        assert r.status_code == 404  # not an integer: no such route

@@ -28,7 +28,7 @@ def validate_inputs(
 
     Raises a subclass of `InvalidInput` whose message says which input and how to fix it.
     """
-    if not isinstance(inputs, Mapping):
+    if not isinstance(inputs, dict) and not isinstance(inputs, Mapping):
         raise InvalidInput(
             f"inputs must be a mapping of name to array, not {type(inputs).__name__}"
         )

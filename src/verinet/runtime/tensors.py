@@ -53,11 +53,22 @@ def dtype_name(array: Array) -> str:
     return name
 
 
+_HEADERS: dict[int, struct.Struct] = {}
+
+
+def _header(rank: int) -> struct.Struct:
+    """dtype code, rank and dims: one compiled Struct per rank."""
+    header = _HEADERS.get(rank)
+    if header is None:
+        header = _HEADERS[rank] = struct.Struct(f"<BB{rank}Q")
+    return header
+
+
 def _update(h: Any, array: Array) -> None:
     name = dtype_name(array)
     if array.ndim > 255:
         raise ValueError(f"rank {array.ndim} exceeds 255")
-    h.update(struct.pack(f"<BB{array.ndim}Q", ELEMENT_TYPES[name], array.ndim, *array.shape))
+    h.update(_header(array.ndim).pack(ELEMENT_TYPES[name], array.ndim, *array.shape))
     if name == "string":
         for item in array.reshape(-1).tolist():
             if not isinstance(item, str):
@@ -89,14 +100,15 @@ def tensor_hash(array: Array) -> Hash32:
 def group_hash(tensors: Sequence[tuple[str, Array]] | Mapping[str, Array]) -> Hash32:
     """sha2-256 of a named group of tensors in the given order (a mapping's insertion order)."""
     items = list(tensors.items()) if isinstance(tensors, Mapping) else list(tensors)
-    h = hashlib.sha256()
-    h.update(struct.pack("<I", len(items)))
+    h = hashlib.sha256(_U32.pack(len(items)))
     for name, array in items:
         raw = name.encode()
-        h.update(struct.pack("<H", len(raw)))
-        h.update(raw)
-        _update(h, np.asarray(array))
+        h.update(_U16.pack(len(raw)) + raw)
+        _update(h, array if isinstance(array, np.ndarray) else np.asarray(array))
     return Hash32(h.digest())
+
+
+_U16, _U32 = struct.Struct("<H"), struct.Struct("<I")
 
 
 class _Sink:
