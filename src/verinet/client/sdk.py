@@ -100,7 +100,7 @@ class Client:
         account: LocalAccount,
         *,
         timeout: float = 300.0,
-        poll_interval: float = 0.1,
+        poll_interval: float = 0.02,
         http: httpx.Client | None = None,
     ) -> None:
         self.deployment = deployment
@@ -300,8 +300,15 @@ class Client:
     ) -> Job:
         market = self.deployment.market
         deadline = time.monotonic() + self.timeout
-        last = ""
+        last, head, checked = "", -1, 0.0
         while True:
+            # One cheap call a poll; the job is read again when a block came (or a second
+            # passed: chain time, and the deadlines with it, moves on without blocks).
+            block = self.chain.block_number()
+            if block == head and time.monotonic() - checked < 1.0:
+                time.sleep(self.poll_interval)
+                continue
+            head, checked = block, time.monotonic()
             job = market.job(job_id)
             if job.state.terminal:
                 return job

@@ -194,7 +194,7 @@ class Devnet:
             public_url=url,
             peers=[self.hub_url],
             chain=ChainSettings(
-                url=self.rpc_url, contracts=self.deployment.addresses(), poll_interval=0.05
+                url=self.rpc_url, contracts=self.deployment.addresses(), poll_interval=0.02
             ),
             withdraw_interval=5.0,
         )

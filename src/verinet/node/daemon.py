@@ -13,6 +13,7 @@ import logging
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable, Iterator
 
 import structlog
@@ -22,8 +23,10 @@ from verinet.errors import TransientError, VerinetError
 from verinet.node.api import node_app
 from verinet.node.service import Node
 
-SYNC_MODELS_EVERY = 20
-"""Loop cycles between re-reading which models this node is registered to serve."""
+SYNC_MODELS_EVERY = 5.0
+"""Seconds between re-reading which models this node is registered to serve."""
+TICK_EVERY = 0.5
+"""Seconds after which jobs move even when no block came (deadlines pass on chain time)."""
 
 
 def configure_logging(fmt: str = "console", level: str = "info") -> None:
@@ -68,6 +71,7 @@ class NodeDaemon:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.url: str | None = None
+        self._ticked = self._synced = 0.0
 
     async def run(
         self,
@@ -110,9 +114,10 @@ class NodeDaemon:
             if ready is not None:
                 ready(self.url)
             cycle = 0
+            woken = True
             while not stop.is_set():
                 wake.clear()
-                await asyncio.to_thread(self._cycle, cycle)
+                await asyncio.to_thread(self._cycle, cycle, woken)
                 cycle += 1
                 stopping = asyncio.ensure_future(stop.wait())
                 waking = asyncio.ensure_future(wake.wait())
@@ -121,6 +126,7 @@ class NodeDaemon:
                     timeout=node.settings.chain.poll_interval,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
+                woken = wake.is_set()
                 for task in (stopping, waking):
                     task.cancel()
         finally:
@@ -130,13 +136,23 @@ class NodeDaemon:
             sock.close()
             await asyncio.to_thread(node.close)
 
-    def _cycle(self, cycle: int) -> None:
+    def _cycle(self, cycle: int, woken: bool) -> None:
+        """Read new events; move the jobs when something may have changed: a new block, a
+        wake-up from the API or a step, or `TICK_EVERY` seconds (chain time moves on without
+        blocks, and deadlines with it). A cycle with none of these costs one call."""
         node = self.node
         try:
-            if cycle and cycle % SYNC_MODELS_EVERY == 0:
-                node.sync_models()
+            now = time.monotonic()
+            if now - self._synced >= SYNC_MODELS_EVERY:
+                self._synced = now
+                if cycle:
+                    node.sync_models()
+            events_before = node.db.cursor()
             node.poll()
-            node.tick()
+            moved = node.db.cursor() != events_before
+            if moved or woken or now - self._ticked >= TICK_EVERY:
+                self._ticked = now
+                node.tick()
         except TransientError as exc:
             node.log.warning("chain unavailable; retrying", error=str(exc))
         except VerinetError as exc:
