@@ -267,16 +267,13 @@ class ModelPool:
         if self._runs_inline(manifest_cid):
             if sum(a.nbytes for a in feeds.values()) > ON_LOOP_BYTES:
                 return await asyncio.to_thread(self._local.run, manifest_cid, feeds)
-            if not self._fast.get(manifest_cid, False):
-                started = time.perf_counter()
-                outputs = await asyncio.to_thread(self._local.run, manifest_cid, feeds)
-                self._fast[manifest_cid] = time.perf_counter() - started < ON_LOOP_SECONDS
-                return outputs
             started = time.perf_counter()
-            try:
-                return self._local.run(manifest_cid, feeds)
-            finally:
-                self._fast[manifest_cid] = time.perf_counter() - started < ON_LOOP_SECONDS
+            if self._fast.get(manifest_cid, False):
+                outputs = self._local.run(manifest_cid, feeds)
+            else:  # until a run shows the model is fast, keep it off the loop
+                outputs = await asyncio.to_thread(self._local.run, manifest_cid, feeds)
+            self._fast[manifest_cid] = time.perf_counter() - started < ON_LOOP_SECONDS
+            return outputs
         request = pickle.dumps(("run", (manifest_cid, dict(feeds))), _PICKLE)
         worker = self._acquire_nowait() or await self._acquire_async()
         loop = asyncio.get_running_loop()
