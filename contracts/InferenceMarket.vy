@@ -13,6 +13,10 @@
           are taken (or the commit deadline passed), so no node can copy another.
           finalize pays the strict majority (> k/2 of the seats), slashes the minority
           and the no-shows; with no majority it refunds.
+          The fast path: the requester collects k eligible nodes' Receipts off-chain
+          (each node hands its receipt to the requester alone, so none can copy another)
+          and settles them in one `submit_quorum` call while no seat is taken. Nodes
+          whose receipts are not settled that way fall back to commit and reveal.
 
         Every job ends in exactly one terminal state, PAID or REFUNDED, and anyone may
         call finalize once the reveal deadline has passed, so no job can stay stuck.
@@ -454,16 +458,13 @@ def reveal(job_id: uint256, output_hash: bytes32, salt: bytes32):
     log JobRevealed(job_id=job_id, node=msg.sender, output_hash=output_hash)
 
 
-@external
-def submit_receipt(job_id: uint256, output_hash: bytes32, node: address, signature: Bytes[65]):
+@internal
+@view
+def _check_receipt(job_id: uint256, m: Meta, output_hash: bytes32, node: address, signature: Bytes[65]):
     """
-    @notice Settles a signed job with the node's EIP-712 receipt. Anyone may submit
-            it; the signer must be `node` and `node` must be eligible for the job.
+    @dev Reverts unless `signature` is `node`'s low-s receipt for `output_hash` and
+         `node` is drawn for the job.
     """
-    m: Meta = self._unpack(self._jobs[job_id].meta)
-    assert m.state == STATE_OPEN, "JobNotOpen"
-    assert m.mode == MODE_SIGNED, "WrongMode"
-    assert block.timestamp < m.reveal_deadline, "DeadlinePassed"
     assert output_hash != empty(bytes32), "InvalidHash"
     assert len(signature) == 65, "InvalidSignature"
     r: uint256 = extract32(signature, 0, output_type=uint256)
@@ -475,6 +476,51 @@ def submit_receipt(job_id: uint256, output_hash: bytes32, node: address, signatu
     assert signer != empty(address), "InvalidSignature"
     assert signer == node, "WrongSigner"
     assert self._drawn(job_id, m, node), "NotEligible"
+
+
+@external
+def submit_quorum(
+    job_id: uint256,
+    output_hashes: DynArray[bytes32, MAX_SEATS],
+    nodes: DynArray[address, MAX_SEATS],
+    signatures: DynArray[Bytes[65], MAX_SEATS],
+):
+    """
+    @notice Settles a quorum job at once with k receipts from k distinct eligible nodes,
+            while no node has committed yet. The receipts count as commit and reveal
+            together; the job is paid (majority) or refunded (none) as `finalize` would.
+    """
+    m: Meta = self._unpack(self._jobs[job_id].meta)
+    assert m.state == STATE_OPEN, "JobNotOpen"
+    assert m.mode == MODE_QUORUM, "WrongMode"
+    assert block.timestamp < m.commit_deadline, "DeadlinePassed"
+    assert m.seats == 0, "SeatsTaken"
+    assert len(nodes) == m.k and len(output_hashes) == m.k and len(signatures) == m.k, "WrongReceiptCount"
+    for i: uint256 in range(len(nodes), bound=MAX_SEATS):
+        node: address = nodes[i]
+        for j: uint256 in range(i, bound=MAX_SEATS):
+            assert nodes[j] != node, "DuplicateNode"
+        self._check_receipt(job_id, m, output_hashes[i], node, signatures[i])
+        self.seat_holders[job_id].append(node)
+        self.revealed[job_id][node] = output_hashes[i]
+        extcall NODES.assign(node)
+        log JobRevealed(job_id=job_id, node=node, output_hash=output_hashes[i])
+    m.seats = m.k
+    m.reveals = m.k
+    self._settle_votes(job_id, m)
+
+
+@external
+def submit_receipt(job_id: uint256, output_hash: bytes32, node: address, signature: Bytes[65]):
+    """
+    @notice Settles a signed job with the node's EIP-712 receipt. Anyone may submit
+            it; the signer must be `node` and `node` must be eligible for the job.
+    """
+    m: Meta = self._unpack(self._jobs[job_id].meta)
+    assert m.state == STATE_OPEN, "JobNotOpen"
+    assert m.mode == MODE_SIGNED, "WrongMode"
+    assert block.timestamp < m.reveal_deadline, "DeadlinePassed"
+    self._check_receipt(job_id, m, output_hash, node, signature)
     finalize_after: uint256 = block.timestamp + staticcall PARAMS.audit_window()
     self.seat_holders[job_id].append(node)
     self._jobs[job_id].result = output_hash
@@ -579,6 +625,16 @@ def finalize(job_id: uint256):
         return
 
     # Open job past its deadline, or a quorum whose seats have all revealed.
+    self._settle_votes(job_id, m)
+
+
+@internal
+def _settle_votes(job_id: uint256, m: Meta):
+    """
+    @dev Pays the strict majority of the revealed votes and slashes the minority and the
+         no-shows, or refunds when no output has a majority. Releases every seat.
+    """
+    holders: DynArray[address, MAX_SEATS] = self.seat_holders[job_id]
     votes: DynArray[bytes32, MAX_SEATS] = []
     for h: address in holders:
         votes.append(self.revealed[job_id][h])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -80,6 +80,12 @@ class Chain(Protocol):
 
     def block_number(self) -> int:
         """Number of the latest block."""
+        ...
+
+    def subscribe_blocks(self, callback: Callable[[int], None]) -> Callable[[], None] | None:
+        """Have `callback(number)` called after each new block, from whichever thread made
+        it; it must be quick and must not call the chain. Returns the function that ends
+        the subscription, or None when this chain cannot push blocks (callers poll)."""
         ...
 
     def timestamp(self) -> int:

@@ -7,6 +7,7 @@ raise the `verinet.errors.ContractRevert` subclass named by the contract's reaso
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from eth_account.signers.local import LocalAccount
@@ -414,6 +415,20 @@ class InferenceMarket(BoundContract):
             receipt.output_hash,
             receipt.node,
             receipt.signature,
+            sender=sender,
+        )
+
+    def submit_quorum(self, receipts: Sequence[Receipt], *, sender: Address) -> TxReceipt:
+        """Settle a quorum job in one transaction with the k receipts of k distinct drawn
+        nodes (all for the same job), before any node has committed."""
+        if not receipts or len({r.job_id for r in receipts}) != 1:
+            raise ValueError("submit_quorum takes receipts for one job")
+        return self._send(
+            "submit_quorum",
+            receipts[0].job_id,
+            [r.output_hash for r in receipts],
+            [r.node for r in receipts],
+            [r.signature for r in receipts],
             sender=sender,
         )
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -37,6 +39,8 @@ from verinet.errors import ConfigError
 from verinet.types import Address, TxHash
 
 __all__ = ["Block", "Clock", "EmbeddedChain", "MinedTx", "Outcome", "intrinsic_gas"]
+
+_log = logging.getLogger(__name__)
 
 Clock = Literal["manual", "wall"]
 
@@ -160,6 +164,8 @@ class EmbeddedChain:
         self._tx_count = 0
         self._snapshots: dict[int, _Saved] = {}
         self._snapshot_counter = 0
+        self._subscribers: dict[int, Callable[[int], None]] = {}
+        self._subscription_ids = itertools.count()
         for account in dev_accounts(accounts):
             self.add_account(account)
 
@@ -318,6 +324,7 @@ class EmbeddedChain:
         )
         self._blocks.append(Block(number, int(self._patch.timestamp), mined))
         self._mined[tx_hash] = mined
+        self._announce()
         return mined
 
     @staticmethod
@@ -464,6 +471,27 @@ class EmbeddedChain:
         return int(self._patch.block_number)
 
     @_locked
+    def subscribe_blocks(self, callback: Callable[[int], None]) -> Callable[[], None]:
+        """Call `callback(number)` after every new block (and after a `revert`), from the
+        thread that made it, with the chain's lock held."""
+        key = next(self._subscription_ids)
+        self._subscribers[key] = callback
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._subscribers.pop(key, None)
+
+        return unsubscribe
+
+    def _announce(self) -> None:
+        number = int(self._patch.block_number)
+        for callback in list(self._subscribers.values()):
+            try:
+                callback(number)
+            except Exception:  # a subscriber's bug must not fail the transaction
+                _log.exception("block subscriber failed")
+
+    @_locked
     def timestamp(self) -> int:
         self._tick()
         return int(self._patch.timestamp)
@@ -477,6 +505,7 @@ class EmbeddedChain:
         self._time_offset += seconds
         self._patch.block_number += 1
         self._blocks.append(Block(int(self._patch.block_number), int(self._patch.timestamp)))
+        self._announce()
 
     @_locked
     def snapshot(self) -> int:
@@ -511,3 +540,4 @@ class EmbeddedChain:
                 del self._mined[block.transaction.receipt.tx_hash]
         del self._blocks[saved.n_blocks :]
         self._tx_count = saved.tx_count
+        self._announce()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, cast
 
 from eth_account.signers.local import LocalAccount
@@ -143,6 +143,10 @@ class JsonRpcChain:
     def block_number(self) -> int:
         """Number of the latest block."""
         return _int(self._rpc("eth_blockNumber", []))
+
+    def subscribe_blocks(self, callback: Callable[[int], None]) -> Callable[[], None] | None:
+        """None: blocks are not pushed over HTTP JSON-RPC; callers poll `block_number`."""
+        return None
 
     def timestamp(self) -> int:
         """The latest block's timestamp."""

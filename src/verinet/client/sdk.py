@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -298,15 +299,32 @@ class Client:
     def _await_settlement(
         self, job_id: JobId, say: Progress, transactions: dict[str, TxHash]
     ) -> Job:
+        arrived = threading.Event()
+        unsubscribe = self.chain.subscribe_blocks(lambda _n: arrived.set())
+        try:
+            return self._settle(job_id, say, transactions, arrived)
+        finally:
+            if unsubscribe is not None:
+                unsubscribe()
+
+    def _settle(
+        self,
+        job_id: JobId,
+        say: Progress,
+        transactions: dict[str, TxHash],
+        arrived: threading.Event,
+    ) -> Job:
         market = self.deployment.market
         deadline = time.monotonic() + self.timeout
         last, head, checked = "", -1, 0.0
         while True:
             # One cheap call a poll; the job is read again when a block came (or a second
-            # passed: chain time, and the deadlines with it, moves on without blocks).
+            # passed: chain time, and the deadlines with it, moves on without blocks). A
+            # chain that pushes its blocks (`arrived`) ends the wait early.
+            arrived.clear()
             block = self.chain.block_number()
             if block == head and time.monotonic() - checked < 1.0:
-                time.sleep(self.poll_interval)
+                arrived.wait(self.poll_interval)
                 continue
             head, checked = block, time.monotonic()
             job = market.job(job_id)
@@ -331,7 +349,7 @@ class Client:
                     f"by its reveal deadline (chain time {job.reveal_deadline}), then anyone "
                     "may finalize it"
                 )
-            time.sleep(self.poll_interval)
+            arrived.wait(self.poll_interval)
 
     def _fetch_result(
         self, job: Job, nodes: Sequence[NodeEndpoint], manifest: ModelManifest

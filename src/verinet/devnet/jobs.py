@@ -110,3 +110,23 @@ def run_quorum(
     run.transactions.append(("finalize", d.market.finalize(job_id, sender=sender)))
     run.job = d.market.job(job_id)
     return run
+
+
+def run_quorum_receipts(
+    net: Network,
+    client: LocalAccount,
+    input_hash: Hash32,
+    k: int,
+    answer: Callable[[int], Hash32],
+) -> JobRun:
+    """A quorum(k) job on the fast path: k drawn nodes sign receipts for `answer(seat)`,
+    and the client settles them all in one `submit_quorum` transaction."""
+    d = net.deployment
+    sender = Address(client.address)
+    job_id, receipt = d.market.request(net.model_id, input_hash, Mode.QUORUM, k, sender=sender)
+    run = JobRun(job_id, transactions=[("request", receipt)])
+    seated = _eligible(net, job_id, k)
+    receipts = [sign_for(net, node, job_id, input_hash, answer(i)) for i, node in enumerate(seated)]
+    run.transactions.append(("submit_quorum", d.market.submit_quorum(receipts, sender=sender)))
+    run.job = d.market.job(job_id)
+    return run

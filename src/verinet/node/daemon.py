@@ -90,6 +90,13 @@ class NodeDaemon:
             loop.call_soon_threadsafe(wake.set)
 
         node.on_change = on_change
+        # A chain that pushes its blocks ends the wait at once; any other is polled.
+        block = asyncio.Event()
+
+        def on_block(_number: int) -> None:
+            loop.call_soon_threadsafe(block.set)
+
+        unsubscribe = node.chain.subscribe_blocks(on_block)
         await asyncio.to_thread(node.sync_models)
         sock = sock or bind_socket(node.settings.host, node.settings.port)
         host, port = sock.getsockname()[:2]
@@ -117,19 +124,21 @@ class NodeDaemon:
             woken = True
             while not stop.is_set():
                 wake.clear()
+                block.clear()
                 await asyncio.to_thread(self._cycle, cycle, woken)
                 cycle += 1
-                stopping = asyncio.ensure_future(stop.wait())
-                waking = asyncio.ensure_future(wake.wait())
+                waits = [asyncio.ensure_future(e.wait()) for e in (stop, wake, block)]
                 await asyncio.wait(
-                    [stopping, waking],
+                    waits,
                     timeout=node.settings.chain.poll_interval,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
                 woken = wake.is_set()
-                for task in (stopping, waking):
+                for task in waits:
                     task.cancel()
         finally:
+            if unsubscribe is not None:
+                unsubscribe()
             server.should_exit = True
             with contextlib.suppress(Exception):
                 await serving

@@ -52,7 +52,7 @@ from verinet.protocol.types import Job, JobState, Mode
 from verinet.runtime.inputs import validate_inputs
 from verinet.runtime.tensors import Array, group_hash
 from verinet.runtime.wire import decode_group, encode_group, group_to_json
-from verinet.types import Address, Cid, JobId, ModelId
+from verinet.types import Address, Cid, Hash32, JobId, ModelId
 
 _LOST_REVERTS = (JobNotOpen, SeatsFull, DeadlinePassed)
 
@@ -100,6 +100,8 @@ class Node:
         self._lock = threading.RLock()
         self._job_locks: dict[JobId, threading.Lock] = {}
         self._last_claim = 0.0
+        self._selection_round = deployment.params.selection_round()
+        self._undrawn: dict[JobId, int] = {}  # job -> the selection round that left us out
         self.on_change: Callable[[], None] = lambda: None
         """Called (from any thread) when a job may be able to move: the daemon's wake-up."""
 
@@ -112,6 +114,7 @@ class Node:
     def sync_models(self) -> list[ModelId]:
         """Serve every model this node is registered for on-chain: fetch what is missing
         (manifest and model, verified) from the store or peers, and warm a worker for it."""
+        self._selection_round = self.deployment.params.selection_round()
         serving: dict[ModelId, bool] = {}
         for event in self.deployment.nodes.history("ModelServed"):
             if event.args["node"] == self.address:
@@ -212,24 +215,34 @@ class Node:
             raise UnknownJob(f"job {job_id} does not exist on market {self.market.address}")
         return job
 
-    def _track(self, job: Job) -> JobRecord:
-        """The node's record of `job`, created if it serves the model."""
-        record = self.db.get(job.job_id)
+    def _track(
+        self,
+        job_id: JobId,
+        *,
+        model_id: ModelId,
+        mode: Mode,
+        k: int,
+        input_hash: Hash32,
+        reveal_deadline: int,
+    ) -> JobRecord:
+        """The node's record of a job, created if it serves the model. The terms come from
+        the chain's `Job` or from its `JobRequested` event, which carries them all."""
+        record = self.db.get(job_id)
         if record is not None:
             return record
-        self.served(job.model_id)
+        self.served(model_id)
         self.db.insert(
             JobRecord(
-                job_id=job.job_id,
-                model_id=job.model_id,
-                mode=job.mode,
-                k=job.k,
-                input_hash=job.input_hash,
+                job_id=job_id,
+                model_id=model_id,
+                mode=mode,
+                k=k,
+                input_hash=input_hash,
                 stage=Stage.AWAITING_INPUT,
-                reveal_deadline=job.reveal_deadline,
+                reveal_deadline=reveal_deadline,
             )
         )
-        record = self.db.get(job.job_id)
+        record = self.db.get(job_id)
         assert record is not None
         return record
 
@@ -246,7 +259,14 @@ class Node:
                 f"0x{job.input_hash.hex()}; send exactly the tensors whose hash you requested"
             )
         with self._job_lock(job_id):
-            record = self._track(job)
+            record = self._track(
+                job_id,
+                model_id=job.model_id,
+                mode=job.mode,
+                k=job.k,
+                input_hash=job.input_hash,
+                reveal_deadline=job.reveal_deadline,
+            )
             if record.stage != Stage.AWAITING_INPUT:
                 return record  # a repeated upload changes nothing
             if job.state != JobState.OPEN:
@@ -371,8 +391,16 @@ class Node:
         if job_id is None:
             return
         if event.name == "JobRequested" and ModelId(event.args["model_id"]) in self.models:
+            args = event.args
             with self._job_lock(job_id):
-                self._track(self._chain_job(job_id))
+                self._track(
+                    job_id,
+                    model_id=ModelId(args["model_id"]),
+                    mode=Mode(args["mode"]),
+                    k=int(args["k"]),
+                    input_hash=Hash32(args["input_hash"]),
+                    reveal_deadline=int(args["reveal_deadline"]),
+                )
         elif event.name in ("JobPaid", "JobRefunded"):
             record = self.db.get(job_id)
             if record is not None and not record.stage.final:
@@ -385,10 +413,11 @@ class Node:
         """Move every active job one step; claim earnings now and then."""
         active = self.db.active()
         self.metrics.active_jobs.set(len(active))
+        now = self.chain.timestamp() if active else 0
         for record in active:
             try:
                 with self._job_lock(record.job_id):
-                    self.advance(record.job_id)
+                    self.advance(record.job_id, now=now)
             except ContractRevert as exc:
                 self.log.warning("transaction refused", job_id=record.job_id, error=str(exc))
             except VerinetError as exc:
@@ -406,8 +435,9 @@ class Node:
             self.log.info("withdrew", amount=owed)
         return owed
 
-    def advance(self, job_id: JobId) -> JobRecord:
-        """One step of a job (callers hold the job's lock)."""
+    def advance(self, job_id: JobId, *, now: int | None = None) -> JobRecord:
+        """One step of a job (callers hold the job's lock). `now` is the chain's time, read
+        once for a whole tick (a time read earlier than the step's is never ahead of it)."""
         record = self.record(job_id)
         if record.stage.final:
             return record
@@ -416,7 +446,8 @@ class Node:
             record = self.db.update(job_id, stage=Stage.DONE, outcome=job.state.name)
             self._count(record)
             return record
-        now = self.chain.timestamp()
+        if now is None:
+            now = self.chain.timestamp()
         step = {
             Stage.AWAITING_INPUT: self._awaiting,
             Stage.READY: self._ready,
@@ -432,6 +463,7 @@ class Node:
         except _LOST_REVERTS as exc:
             record = self.db.update(job_id, stage=Stage.LOST, error=type(exc).__name__)
         if record.stage.final:
+            self._undrawn.pop(job_id, None)
             self._count(record)
         return record
 
@@ -445,8 +477,14 @@ class Node:
             return self.db.update(record.job_id, stage=Stage.LOST, error="receipt from another")
         if job.mode == Mode.QUORUM and (job.seats >= job.k or now >= job.commit_deadline):
             return self.db.update(record.job_id, stage=Stage.LOST, error="no seat")
+        # The draw widens every selection round and not within one: a node left out is
+        # left out until the next round begins.
+        draw = (now - job.requested_at) // max(self._selection_round, 1)
+        if self._undrawn.get(record.job_id) == draw:
+            return record
         if not self.market.is_eligible(record.job_id, self.address):
-            return record  # the draw widens every selection round; try again later
+            self._undrawn[record.job_id] = draw
+            return record
         assert record.output_hash is not None
         if job.mode == Mode.SIGNED:
             receipt = sign_receipt(
