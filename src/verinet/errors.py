@@ -90,6 +90,10 @@ class ReceiptWrongDomain(InvalidReceipt):
     """The receipt was signed for another chain or another market contract."""
 
 
+class ReceiptRequestRefused(ProtocolViolation):
+    """A quorum receipt was asked for by someone other than the job's requester."""
+
+
 class ReceiptMalleable(InvalidReceipt):
     """The signature's s value is in the upper half of the curve order (malleable twin)."""
 

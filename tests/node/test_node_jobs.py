@@ -18,11 +18,13 @@ from verinet.chain.embedded import EmbeddedChain
 from verinet.devnet.audit import audit, audit_jobs
 from verinet.devnet.bootstrap import MAX_UINT, TOKEN, fund, stake_node
 from verinet.devnet.samples import SampleModel, publish_samples, sample_models
+from verinet.errors import ReceiptRequestRefused
 from verinet.hub.store import DiskStore
 from verinet.node.api import node_app
 from verinet.node.config import NodeSettings
 from verinet.node.db import Stage
 from verinet.node.service import Node
+from verinet.protocol.receipts import sign_receipt_request
 from verinet.protocol.types import JobState, Mode
 from verinet.runtime.tensors import group_hash
 from verinet.runtime.wire import group_to_json
@@ -86,7 +88,7 @@ def test_quorum_job_settles_through_three_nodes(world: World) -> None:
     nodes = [world.node(i) for i in range(3)]
     job_id = world.request(Mode.QUORUM, 3)
     for node in nodes:
-        assert node.accept_input(job_id, world.sample.example).stage == Stage.READY
+        assert node.accept_input(job_id, world.sample.example).record.stage == Stage.READY
     for _ in range(4):
         for node in nodes:
             node.advance(job_id)
@@ -224,3 +226,100 @@ def test_http_api_refusals_say_what_to_fix(world: World) -> None:
         assert "requestBody" in execute and "ExecuteResponse" in json.dumps(execute["responses"])
         r = http.post("/v1/models/mlp/execute", json=good)
         assert r.status_code == 404  # not an integer: no such route
+
+
+def _ask(world: World, job_id: JobId, node: Node, signer: LocalAccount) -> str:
+    return "0x" + (
+        sign_receipt_request(
+            signer,
+            chain_id=world.chain.chain_id,
+            market=world.deployment.market.address,
+            job_id=job_id,
+            node=node.address,
+        ).hex()
+    )
+
+
+def test_quorum_receipts_go_to_the_requester_alone_and_settle_at_once(world: World) -> None:
+    nodes = [world.node(i) for i in range(3)]
+    market = world.deployment.market
+    job_id = world.request(Mode.QUORUM, 3)
+    body = {"inputs": group_to_json(world.sample.example)}
+    receipts = []
+    for i, node in enumerate(nodes):
+        with serve(node_app(node)) as url, httpx.Client(base_url=url, timeout=30) as http:
+            if i == 0:
+                # Someone else's signature, or one meant for another node: 403, no receipt.
+                for signer, named in ((nodes[1].account, node), (world.client, nodes[1])):
+                    r = http.post(
+                        f"/v1/jobs/{job_id}/input",
+                        json={**body, "receipt_request": _ask(world, job_id, named, signer)},
+                    )
+                    assert r.status_code == 403, r.text
+                    assert "ReceiptRequest" in r.json()["detail"]
+                r = http.post(
+                    f"/v1/jobs/{job_id}/input", json={**body, "receipt_request": "0x1234"}
+                )
+                assert r.status_code == 400 and r.json()["error"] == "InvalidReceipt"
+                # Without asking, a sealed answer stays hidden from every reader.
+                r = http.post(f"/v1/jobs/{job_id}/input", json=body)
+                assert r.status_code == 202 and "receipt" not in r.json()
+                assert "output_hash" not in http.get(f"/v1/jobs/{job_id}").json()
+                assert http.get(f"/v1/jobs/{job_id}/result").status_code == 409
+            r = http.post(
+                f"/v1/jobs/{job_id}/input",
+                json={**body, "receipt_request": _ask(world, job_id, node, world.client)},
+            )
+            assert r.status_code == 202, r.text
+            got = r.json()["receipt"]
+            assert got["node"] == node.address
+            assert "output_hash" not in r.json()  # the record part stays sealed
+            receipts.append(node.receipt(node.record(job_id)))
+    assert all(r is not None for r in receipts)
+    # The nodes hold back their commits while the requester may still settle.
+    for node in nodes:
+        node.advance(job_id)
+        assert node.record(job_id).stage == Stage.READY
+    assert market.job(job_id).seats == 0
+    market.submit_quorum([r for r in receipts if r], sender=world.client.address)
+    job = market.job(job_id)
+    assert job.state == JobState.PAID and job.result == nodes[0].record(job_id).output_hash
+    # A node serves the result as soon as the chain settled, before it saw the event.
+    assert nodes[2].result(job_id)["output_hash"] == "0x" + job.result.hex()
+    for node in nodes:
+        node.advance(job_id)
+        assert node.record(job_id).stage == Stage.DONE
+        assert node.record(job_id).outcome == "PAID"
+
+
+def test_receipt_holders_commit_after_the_grace_if_the_requester_is_silent(world: World) -> None:
+    nodes = [world.node(i) for i in range(3)]
+    job_id = world.request(Mode.QUORUM, 3)
+    for node in nodes:
+        accepted = node.accept_input(
+            job_id,
+            world.sample.example,
+            receipt_request=bytes.fromhex(_ask(world, job_id, node, world.client)[2:]),
+        )
+        assert accepted.receipt is not None
+        node.advance(job_id)
+        assert node.record(job_id).stage == Stage.READY  # waiting for submit_quorum
+    job = world.deployment.market.job(job_id)
+    grace = min(nodes[0].settings.receipt_grace, (job.commit_deadline - job.requested_at) // 2)
+    world.chain.advance_time(grace)
+    for _ in range(4):
+        for node in nodes:
+            node.advance(job_id)
+    assert world.deployment.market.job(job_id).state == JobState.PAID
+    assert {n.record(job_id).stage for n in nodes} == {Stage.DONE}
+
+
+def test_receipt_request_refused_for_a_signed_job(world: World) -> None:
+    node = world.node(0)
+    job_id = world.request(Mode.SIGNED, 1)
+    with pytest.raises(ReceiptRequestRefused, match="quorum jobs only"):
+        node.accept_input(
+            job_id,
+            world.sample.example,
+            receipt_request=bytes.fromhex(_ask(world, job_id, node, world.client)[2:]),
+        )

@@ -27,6 +27,7 @@ from verinet.chain.deploy import Deployment
 from verinet.chain.jsonrpc import JsonRpcChain
 from verinet.errors import (
     ConfigError,
+    ContractRevert,
     InvalidReceipt,
     JobNotOpen,
     JobNotSettled,
@@ -41,7 +42,7 @@ from verinet.hub.manifest import ModelManifest
 from verinet.hub.publish import Published, publish
 from verinet.hub.replicate import fetch_blob
 from verinet.hub.store import BlobStore
-from verinet.protocol.receipts import Receipt, verify_receipt
+from verinet.protocol.receipts import Receipt, sign_receipt_request, verify_receipt
 from verinet.protocol.types import Job, JobState, Mode, ModelInfo
 from verinet.runtime.inputs import validate_inputs
 from verinet.runtime.tensors import Array, group_hash
@@ -238,7 +239,13 @@ class Client:
         )
         transactions["request"] = tx.tx_hash
         nodes = self.nodes(model)
-        self._send_inputs(job_id, feeds, nodes, say)
+        settled: tuple[Receipt, ...] = ()  # a quorum's receipts, when settled at once
+        if mode_bit == Mode.QUORUM:
+            settled = self._quorum_fast_path(
+                job_id, model, input_hash, seats, feeds, nodes, say, transactions
+            )
+        else:
+            self._send_inputs(job_id, feeds, nodes, say)
         job = self._await_settlement(job_id, say, transactions)
         if job.state == JobState.REFUNDED:
             raise JobRefunded(
@@ -246,7 +253,8 @@ class Client:
                 f"of {job.escrow} came back to {self.address}"
             )
         say("fetching the result")
-        outputs, url, signature = self._fetch_result(job, nodes, manifest)
+        winners = self._winners(job)
+        outputs, url, signature = self._fetch_result(job, nodes, manifest, winners)
         result = VerifiedResult(
             job_id=job_id,
             model_id=model,
@@ -255,8 +263,8 @@ class Client:
             outputs=outputs,
             input_hash=input_hash,
             output_hash=job.result,
-            receipts=self._receipts(job, signature),
-            nodes=self._winners(job),
+            receipts=settled or self._receipts(job, signature, winners),
+            nodes=winners,
             transactions=transactions,
             state=job.state,
             served_by=url,
@@ -274,27 +282,117 @@ class Client:
         feeds: Mapping[str, Array],
         nodes: Sequence[NodeEndpoint],
         say: Progress,
-    ) -> None:
+        *,
+        receipts_for: tuple[ModelId, Hash32] | None = None,
+        enough: Callable[[list[Receipt]], bool] | None = None,
+    ) -> tuple[list[Receipt], list[NodeEndpoint]]:
+        """Send the input to each node in turn. With `receipts_for` (a quorum job's model
+        and input hash) ask each for its receipt too, and keep those that verify from drawn
+        nodes; stop once `enough(receipts)`. Returns the receipts and the nodes not sent to."""
         if not nodes:
             raise NoNodes("no staked node serves this model")
-        body = {"inputs": group_to_json(feeds)}
-        accepted, refusals = 0, []
-        for node in nodes:
+        tensors = group_to_json(feeds)
+        market = self.deployment.market
+        accepted, refusals, receipts = 0, [], []
+        for i, node in enumerate(nodes):
             say(f"sending the input to {node.url}")
+            body: dict[str, Any] = {"inputs": tensors}
+            if receipts_for is not None:
+                ask = sign_receipt_request(
+                    self.account,
+                    chain_id=self.chain.chain_id,
+                    market=market.address,
+                    job_id=job_id,
+                    node=node.address,
+                )
+                body["receipt_request"] = "0x" + ask.hex()
             try:
                 response = self._http.post(f"{node.url}/v1/jobs/{job_id}/input", json=body)
             except httpx.HTTPError as exc:
                 refusals.append(f"{node.url}: {exc}")
                 continue
-            if response.status_code < 400:
-                accepted += 1
-            else:
+            if response.status_code >= 400:
                 refusals.append(f"{node.url}: {response.status_code} {_detail(response)}")
+                continue
+            accepted += 1
+            if receipts_for is None:
+                continue
+            receipt = self._node_receipt(job_id, receipts_for, node, response)
+            if receipt is not None and market.is_eligible(job_id, node.address):
+                receipts.append(receipt)
+                if enough is not None and enough(receipts):
+                    return receipts, list(nodes[i + 1 :])
         if not accepted:
             raise NodeRequestFailed(
                 f"no node took the input of job {job_id} (it will be refunded after its "
                 f"deadline): {'; '.join(refusals)}"
             )
+        return receipts, []
+
+    def _node_receipt(
+        self,
+        job_id: JobId,
+        terms: tuple[ModelId, Hash32],
+        node: NodeEndpoint,
+        response: httpx.Response,
+    ) -> Receipt | None:
+        """The receipt in a node's answer to the input, if it is that node's valid receipt
+        for this job on this market (anything else is ignored: commit and reveal remain)."""
+        with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):
+            raw = response.json()["receipt"]
+            receipt = Receipt(
+                chain_id=self.chain.chain_id,
+                market=self.deployment.market.address,
+                job_id=job_id,
+                model_id=terms[0],
+                input_hash=terms[1],
+                output_hash=Hash32(bytes.fromhex(raw["output_hash"].removeprefix("0x"))),
+                node=node.address,
+                signature=bytes.fromhex(raw["signature"].removeprefix("0x")),
+            )
+            if len(receipt.output_hash) == 32:
+                verify_receipt(
+                    receipt, chain_id=self.chain.chain_id, market=self.deployment.market.address
+                )
+                return receipt
+        return None
+
+    def _quorum_fast_path(
+        self,
+        job_id: JobId,
+        model: ModelId,
+        input_hash: Hash32,
+        k: int,
+        feeds: Mapping[str, Array],
+        nodes: Sequence[NodeEndpoint],
+        say: Progress,
+        transactions: dict[str, TxHash],
+    ) -> tuple[Receipt, ...]:
+        """Collect k drawn nodes' receipts with the input and settle them in one
+        `submit_quorum` transaction; returns them. If that cannot be done (too few
+        receipts, a node committed first), the nodes settle the job by commit and reveal
+        as usual, and this returns ()."""
+
+        def enough(receipts: list[Receipt]) -> bool:
+            # k receipts that agree; with disagreement, hear every node out first.
+            return len(receipts) >= k and len({r.output_hash for r in receipts}) == 1
+
+        receipts, unsent = self._send_inputs(
+            job_id, feeds, nodes, say, receipts_for=(model, input_hash), enough=enough
+        )
+        chosen = _choose_quorum(receipts, k)
+        if chosen is not None:
+            say(f"settling {k} receipts in one transaction")
+            try:
+                tx = self.deployment.market.submit_quorum(chosen, sender=self.address)
+            except ContractRevert as exc:
+                say(f"the receipts did not settle ({type(exc).__name__}); nodes commit instead")
+            else:
+                transactions["submit_quorum"] = tx.tx_hash
+                return tuple(chosen)
+        if unsent:  # the fallback may need every node
+            self._send_inputs(job_id, feeds, unsent, say)
+        return ()
 
     def _await_settlement(
         self, job_id: JobId, say: Progress, transactions: dict[str, TxHash]
@@ -352,11 +450,15 @@ class Client:
             arrived.wait(self.poll_interval)
 
     def _fetch_result(
-        self, job: Job, nodes: Sequence[NodeEndpoint], manifest: ModelManifest
+        self,
+        job: Job,
+        nodes: Sequence[NodeEndpoint],
+        manifest: ModelManifest,
+        paid: Sequence[Address],
     ) -> tuple[dict[str, Array], str, bytes | None]:
-        """Outputs from the first node (winners first) whose outputs hash to the settled
-        result, its URL, and its receipt signature when it signed one."""
-        winners = set(self._winners(job))
+        """Outputs from the first node (the `paid` ones first) whose outputs hash to the
+        settled result, its URL, and its receipt signature when it signed one."""
+        winners = set(paid)
         errors = []
         for node in sorted(nodes, key=lambda n: n.address not in winners):
             try:
@@ -379,18 +481,26 @@ class Client:
             f"no node served outputs matching job {job.job_id}'s settled hash: {'; '.join(errors)}"
         )
 
-    def _winners(self, job: Job) -> tuple[Address, ...]:
+    def _votes(self, job: Job) -> dict[Address, Hash32]:
+        """Each seated node's revealed output hash, read from the chain (quorum jobs)."""
         market = self.deployment.market
-        seats = market.seats_of(job.job_id)
-        if job.mode == Mode.SIGNED:
-            return tuple(seats[:1])
-        return tuple(n for n in seats if market.revealed_by(job.job_id, n) == job.result)
+        return {n: market.revealed_by(job.job_id, n) for n in market.seats_of(job.job_id)}
 
-    def _receipts(self, job: Job, signature: bytes | None) -> tuple[Receipt, ...]:
+    def _winners(
+        self, job: Job, votes: Mapping[Address, Hash32] | None = None
+    ) -> tuple[Address, ...]:
+        if job.mode == Mode.SIGNED:
+            return tuple(self.deployment.market.seats_of(job.job_id)[:1])
+        votes = self._votes(job) if votes is None else votes
+        return tuple(n for n, v in votes.items() if v == job.result)
+
+    def _receipts(
+        self, job: Job, signature: bytes | None, winners: Sequence[Address]
+    ) -> tuple[Receipt, ...]:
         """A signed job's receipt as the paid node signed it (`verify` checks it)."""
         if job.mode != Mode.SIGNED or signature is None:
             return ()
-        (signer,) = self._winners(job)
+        (signer,) = winners
         return (
             Receipt(
                 chain_id=self.chain.chain_id,
@@ -453,10 +563,31 @@ class Client:
             checks.append(f"EIP-712 receipt signed by {signer[:10]}… (drawn, staked)")
         else:
             need = job.k // 2 + 1
-            agree = len(self._winners(job))
+            votes = self._votes(job)
+            agree = len(self._winners(job, votes))
             if agree < need:
                 raise VerificationFailed(f"only {agree} of {job.k} reveals match; {need} needed")
-            checks.append(f"{agree} of {job.k} committed reveals agree (majority {need})")
+            for receipt in result.receipts:  # settled at once by submit_quorum
+                try:
+                    signer = verify_receipt(
+                        receipt,
+                        chain_id=self.chain.chain_id,
+                        market=self.deployment.market.address,
+                    )
+                except InvalidReceipt as exc:
+                    raise VerificationFailed(f"a quorum receipt does not verify: {exc}") from None
+                if (receipt.job_id, receipt.input_hash) != (job.job_id, job.input_hash):
+                    raise VerificationFailed("a quorum receipt is for another job or input")
+                if votes.get(signer) != receipt.output_hash:
+                    raise VerificationFailed(
+                        f"{signer}'s receipt is not the answer the chain recorded for its seat"
+                    )
+            how = (
+                f"EIP-712 receipts ({len(result.receipts)}) settled in one transaction"
+                if result.receipts
+                else "committed reveals"
+            )
+            checks.append(f"{agree} of {job.k} {how} agree (majority {need})")
         return Verdict(mode=result.mode, checks=tuple(checks))
 
 
@@ -503,6 +634,18 @@ class AsyncClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def _choose_quorum(receipts: Sequence[Receipt], k: int) -> list[Receipt] | None:
+    """k receipts to settle, the largest agreeing group first (the requester wants the
+    answer a majority gives); None with fewer than k."""
+    if len(receipts) < k:
+        return None
+    groups: dict[Hash32, list[Receipt]] = {}
+    for r in receipts:
+        groups.setdefault(r.output_hash, []).append(r)
+    ranked = sorted(groups.values(), key=len, reverse=True)
+    return [r for group in ranked for r in group][:k]
 
 
 def _signature(value: Any) -> bytes | None:

@@ -1,8 +1,9 @@
 """The node's HTTP API (FastAPI; the schema is at ``/openapi.json``, docs at ``/docs``).
 
 Every refusal is a JSON body ``{"error": <class name>, "detail": <what to fix>}`` with a 4xx
-status: 400 malformed JSON or tensors, 404 unknown job or model, 409 a hash that does not
-match or a result not ready, 413 a body over the limit, 422 tensors that do not fit the model.
+status: 400 malformed JSON, tensors or signatures, 403 a receipt asked for by someone other
+than the job's requester, 404 unknown job or model, 409 a hash that does not match or a
+result not ready, 413 a body over the limit, 422 tensors that do not fit the model.
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ from verinet.errors import (
     InputHashMismatch,
     InputTooLarge,
     InvalidInput,
+    InvalidReceipt,
     MalformedCid,
     MalformedTensor,
     NodeError,
+    ReceiptRequestRefused,
     ResultNotReady,
     TransientError,
     VerinetError,
@@ -45,6 +48,8 @@ _STATUS: tuple[tuple[type[VerinetError], int], ...] = (
     (InputTooLarge, 413),
     (MalformedTensor, 400),
     (InputHashMismatch, 409),
+    (ReceiptRequestRefused, 403),
+    (InvalidReceipt, 400),
     (InvalidInput, 422),
     (ResultNotReady, 409),
     (NodeError, 404),
@@ -87,6 +92,13 @@ class JobInput(BaseModel):
     inputs: dict[str, TensorJson] | None = Field(default=None, description="the tensors")
     input_cid: str | None = Field(default=None, description="or: their canonical blob's CID")
     peers: list[str] = Field(default_factory=list, description="where to fetch input_cid")
+    receipt_request: str | None = Field(
+        default=None,
+        description=(
+            "quorum jobs: 0x-hex EIP-712 ReceiptRequest(jobId, node) signed by the job's "
+            "requester; the response then carries this node's receipt, for submit_quorum"
+        ),
+    )
 
 
 class _LeanRoute(APIRoute):
@@ -165,6 +177,21 @@ def _parse(raw: bytes) -> Any:
         return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise MalformedTensor(f"the body is not valid JSON: {exc}") from None
+
+
+def _receipt_request(body: Any) -> bytes | None:
+    raw = body.get("receipt_request") if isinstance(body, dict) else None
+    if raw is None:
+        return None
+    try:
+        if not isinstance(raw, str) or not raw.startswith("0x"):
+            raise ValueError("not 0x-prefixed")
+        signature = bytes.fromhex(raw[2:])
+    except ValueError:
+        raise MalformedTensor(
+            "receipt_request must be the 0x-hex of a 65-byte EIP-712 ReceiptRequest signature"
+        ) from None
+    return signature
 
 
 def node_router(node: Node) -> APIRouter:
@@ -250,18 +277,28 @@ def node_router(node: Node) -> APIRouter:
         it). They must hash to the job's on-chain input hash. The node executes at once and
         takes part if it is drawn."""
         body = await _json_body(request)
+        asked = _receipt_request(body)
         if isinstance(body, dict) and "input_cid" in body:
             cid, peers = body.get("input_cid"), body.get("peers", [])
             if not isinstance(cid, str) or not isinstance(peers, list):
                 raise MalformedTensor("input_cid must be a string and peers a list of URLs")
-            record = await asyncio.to_thread(
-                node.accept_input_blob, JobId(job_id), cid, [str(p) for p in peers]
+            record, receipt = await asyncio.to_thread(
+                lambda: node.accept_input_blob(
+                    JobId(job_id), cid, [str(p) for p in peers], receipt_request=asked
+                )
             )
         else:
-            record = await asyncio.to_thread(
-                lambda: node.accept_input(JobId(job_id), inputs_of(body))
+            record, receipt = await asyncio.to_thread(
+                lambda: node.accept_input(JobId(job_id), inputs_of(body), receipt_request=asked)
             )
-        return record.to_json()
+        out = record.to_json()
+        if receipt is not None:  # for the requester's eyes: it asked with its signature
+            out["receipt"] = {
+                "node": receipt.node,
+                "output_hash": "0x" + receipt.output_hash.hex(),
+                "signature": "0x" + receipt.signature.hex(),
+            }
+        return out
 
     @router.get("/v1/jobs/{job_id}", tags=["jobs"])
     async def job(job_id: int) -> dict[str, Any]:

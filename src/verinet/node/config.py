@@ -70,6 +70,14 @@ class NodeSettings(BaseSettings):
     )
     execution_timeout: float = Field(default=60.0, gt=0, le=86_400)
     finalize: bool = Field(default=True, description="finalize jobs this node took part in")
+    receipt_grace: int = Field(
+        default=10,
+        ge=0,
+        description=(
+            "seconds of chain time a quorum node that handed its receipt to the requester "
+            "waits for submit_quorum before committing (at most half the commit window)"
+        ),
+    )
     withdraw_interval: float = Field(default=30.0, gt=0, description="seconds between claims")
     log_format: Literal["console", "json"] = "console"
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -63,12 +63,21 @@ class JobRecord:
     finalize_tx: str | None = None
     updated_at: float = 0.0
 
+    @property
+    def sealed(self) -> bool:
+        """A quorum answer not yet public: neither revealed nor settled. Showing its output
+        (hash, blob or receipt) now would let another seat copy it."""
+        return self.mode == Mode.QUORUM and self.reveal_tx is None and self.outcome is None
+
     def to_json(self) -> dict[str, Any]:
+        """The record as served over HTTP: never the salt, and a sealed answer's output
+        fields only once it is public."""
         out: dict[str, Any] = {}
+        hidden = {"salt"} | ({"output_hash", "output_cid", "signature"} if self.sealed else set())
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "salt":
-                continue  # secret until revealed; never served
+            if f.name in hidden:
+                continue
             if isinstance(value, bytes):
                 value = "0x" + value.hex()
             elif isinstance(value, Mode):

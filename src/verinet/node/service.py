@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import structlog
@@ -31,6 +31,7 @@ from verinet.errors import (
     JobNotOpen,
     ModelNotServed,
     NotEligible,
+    ReceiptRequestRefused,
     ResultNotReady,
     RevealNotOpen,
     SeatsFull,
@@ -46,7 +47,7 @@ from verinet.node.config import NodeSettings
 from verinet.node.db import JobDB, JobRecord, Stage
 from verinet.node.metrics import NodeMetrics
 from verinet.node.worker import ModelPool
-from verinet.protocol.receipts import Receipt, sign_receipt
+from verinet.protocol.receipts import Receipt, receipt_requester, sign_receipt
 from verinet.protocol.rules import commitment
 from verinet.protocol.types import Job, JobState, Mode
 from verinet.runtime.inputs import validate_inputs
@@ -55,6 +56,14 @@ from verinet.runtime.wire import decode_group, encode_group, group_to_json
 from verinet.types import Address, Cid, Hash32, JobId, ModelId
 
 _LOST_REVERTS = (JobNotOpen, SeatsFull, DeadlinePassed)
+
+
+class Accepted(NamedTuple):
+    """What taking a job's input left: the job's record, and the receipt handed to its
+    requester when they asked for it (quorum jobs)."""
+
+    record: JobRecord
+    receipt: Receipt | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,10 +255,22 @@ class Node:
         assert record is not None
         return record
 
-    def accept_input(self, job_id: JobId, inputs: Mapping[str, Array]) -> JobRecord:
+    def accept_input(
+        self,
+        job_id: JobId,
+        inputs: Mapping[str, Array],
+        *,
+        receipt_request: bytes | None = None,
+    ) -> Accepted:
         """Take a job's input: it must fit the model and hash to the job's on-chain input
-        hash. The node executes at once and keeps the outputs until it is drawn."""
+        hash. The node executes at once and keeps the outputs until it is drawn.
+
+        With a quorum job's `receipt_request` (see `protocol.receipts`) signed by the job's
+        requester, the node also signs its receipt and returns it, for the requester to
+        settle with `submit_quorum`; it then waits `receipt_grace` before committing."""
         job = self._chain_job(job_id)
+        if receipt_request is not None:
+            self._check_receipt_request(job, receipt_request)
         served = self.served(job.model_id)
         feeds = validate_inputs(served.manifest.inputs, served.manifest.input_policy, inputs)
         actual = group_hash(feeds)
@@ -268,9 +289,11 @@ class Node:
                 reveal_deadline=job.reveal_deadline,
             )
             if record.stage != Stage.AWAITING_INPUT:
-                return record  # a repeated upload changes nothing
+                # A repeated upload changes nothing, but may still ask for the receipt.
+                return Accepted(record, self._hand_receipt(record, receipt_request))
             if job.state != JobState.OPEN:
-                return self.db.update(job_id, stage=Stage.LOST, error="job no longer open")
+                lost = self.db.update(job_id, stage=Stage.LOST, error="job no longer open")
+                return Accepted(lost, None)
             input_cid = self.store.put(encode_group(feeds))
             try:
                 outputs = self._run(served, feeds, path="job")
@@ -288,11 +311,53 @@ class Node:
                 output_cid=self.store.put(encode_group(outputs)),
                 output_hash=output_hash,
             )
+            receipt = self._hand_receipt(record, receipt_request)
         self.log.info("executed", job_id=job_id, output_hash=output_hash.hex()[:16])
         self.on_change()
-        return record
+        return Accepted(self.record(job_id), receipt)
 
-    def accept_input_blob(self, job_id: JobId, cid: str, peers: list[str]) -> JobRecord:
+    def _check_receipt_request(self, job: Job, signature: bytes) -> None:
+        if job.mode != Mode.QUORUM:
+            raise ReceiptRequestRefused(
+                f"job {job.job_id} is a {str(job.mode.name).lower()} job; receipts are asked for "
+                "quorum jobs only (a signed job's receipt is in its result)"
+            )
+        signer = receipt_requester(
+            signature,
+            chain_id=self.chain.chain_id,
+            market=self.market.address,
+            job_id=job.job_id,
+            node=self.address,
+        )
+        if signer != job.requester:
+            raise ReceiptRequestRefused(
+                f"the receipt request for job {job.job_id} was signed by {signer}, not the "
+                f"job's requester {job.requester}; sign a ReceiptRequest(jobId, node) naming "
+                f"this node ({self.address}) with the requesting account"
+            )
+
+    def _hand_receipt(self, record: JobRecord, request: bytes | None) -> Receipt | None:
+        """This node's receipt for the requester, signed once and kept (callers hold the
+        job's lock and checked the request). None before the node has executed, or once
+        it has committed: a seat taken by commit cannot be settled by receipt."""
+        if request is None or record.output_hash is None or record.stage != Stage.READY:
+            return None
+        if record.signature is None:
+            signed = sign_receipt(
+                self.account,
+                chain_id=self.chain.chain_id,
+                market=self.market.address,
+                job_id=record.job_id,
+                model_id=record.model_id,
+                input_hash=record.input_hash,
+                output_hash=record.output_hash,
+            )
+            record = self.db.update(record.job_id, signature=signed.signature)
+        return self.receipt(record)
+
+    def accept_input_blob(
+        self, job_id: JobId, cid: str, peers: list[str], *, receipt_request: bytes | None = None
+    ) -> Accepted:
         """Take a job's input as a blob (its canonical encoding) fetched by CID from peers."""
         name = cids.normalize(cid)
         if not self.store.has(name):
@@ -301,7 +366,9 @@ class Node:
                     name, peers, client=client, max_bytes=self.settings.max_request_bytes
                 )
             self.store.put_verified(name, data)
-        return self.accept_input(job_id, decode_group(self.store.get(name)))
+        return self.accept_input(
+            job_id, decode_group(self.store.get(name)), receipt_request=receipt_request
+        )
 
     # -- jobs: results -------------------------------------------------------------------
 
@@ -327,13 +394,25 @@ class Node:
 
     def result(self, job_id: JobId) -> dict[str, Any]:
         """The outputs of a job, once this node may show them: after its receipt is signed
-        (signed) or its reveal is on-chain (quorum; earlier would let others copy)."""
+        (signed) or once its answer is public: revealed or settled on-chain (quorum; earlier
+        would let others copy)."""
         record = self.record(job_id)
-        published = record.signature is not None or record.reveal_tx is not None
+        # A quorum job may be settled (submit_quorum) before this node saw the event.
+        if record.sealed and self._chain_job(job_id).state.terminal:
+            with self._job_lock(job_id):
+                self.advance(job_id)
+            record = self.record(job_id)
+        published = (
+            not record.sealed if record.mode == Mode.QUORUM else record.signature is not None
+        )
         if record.output_cid is None or not published:
             raise ResultNotReady(
                 f"job {job_id} is at stage {record.stage}; its result is served once this node "
-                + ("has signed its receipt" if record.mode == Mode.SIGNED else "has revealed")
+                + (
+                    "has signed its receipt"
+                    if record.mode == Mode.SIGNED
+                    else "has revealed or the job is settled"
+                )
             )
         outputs = decode_group(self.store.get(Cid(record.output_cid)))
         receipt = self.receipt(record)
@@ -461,7 +540,11 @@ class Node:
         try:
             record = step(record, job, now)
         except _LOST_REVERTS as exc:
-            record = self.db.update(job_id, stage=Stage.LOST, error=type(exc).__name__)
+            settled = self._chain_job(job_id)
+            if settled.state.terminal:  # settled under us (by submit_quorum, say)
+                record = self.db.update(job_id, stage=Stage.DONE, outcome=settled.state.name)
+            else:
+                record = self.db.update(job_id, stage=Stage.LOST, error=type(exc).__name__)
         if record.stage.final:
             self._undrawn.pop(job_id, None)
             self._count(record)
@@ -477,6 +560,13 @@ class Node:
             return self.db.update(record.job_id, stage=Stage.LOST, error="receipt from another")
         if job.mode == Mode.QUORUM and (job.seats >= job.k or now >= job.commit_deadline):
             return self.db.update(record.job_id, stage=Stage.LOST, error="no seat")
+        if job.mode == Mode.QUORUM and record.signature is not None and job.seats == 0:
+            # The receipt went to the requester: give them time to settle the job with
+            # submit_quorum (one transaction) before taking a seat by commit, which would
+            # close that path. Never more than half the commit window.
+            grace = min(self.settings.receipt_grace, (job.commit_deadline - job.requested_at) // 2)
+            if now < job.requested_at + grace:
+                return record
         # The draw widens every selection round and not within one: a node left out is
         # left out until the next round begins.
         draw = (now - job.requested_at) // max(self._selection_round, 1)

@@ -3,6 +3,11 @@
 Domain: name "Verinet Market", version "1", the chain id and the market contract, so
 a receipt is worthless on any other chain or contract. Signatures are 65 bytes
 (r ‖ s ‖ v) with low s; anything else is refused, here and on-chain.
+
+A quorum node hands its receipt to the job's requester alone (who settles k of them at
+once with `submit_quorum`): the requester asks with a `ReceiptRequest` signed in the same
+domain and naming the node, so a node cannot forward the request to a peer and read the
+peer's answer before committing its own.
 """
 
 from __future__ import annotations
@@ -30,6 +35,14 @@ RECEIPT_TYPES = {
         {"name": "modelId", "type": "uint256"},
         {"name": "inputHash", "type": "bytes32"},
         {"name": "outputHash", "type": "bytes32"},
+        {"name": "node", "type": "address"},
+    ]
+}
+
+
+RECEIPT_REQUEST_TYPES = {
+    "ReceiptRequest": [
+        {"name": "jobId", "type": "uint256"},
         {"name": "node", "type": "address"},
     ]
 }
@@ -145,3 +158,35 @@ def verify_receipt(receipt: Receipt, *, chain_id: int, market: Address) -> Addre
     if str(signer) != str(to_checksum_address(receipt.node)):
         raise ReceiptWrongSigner(f"receipt names node {receipt.node} but was signed by {signer}")
     return signer
+
+
+def sign_receipt_request(
+    account: LocalAccount, *, chain_id: int, market: Address, job_id: JobId, node: Address
+) -> bytes:
+    """The requester's signed ask for `node`'s receipt of `job_id` (65 bytes)."""
+    signed = account.sign_typed_data(
+        domain_data=_domain(chain_id, market),
+        message_types=RECEIPT_REQUEST_TYPES,
+        message_data={"jobId": job_id, "node": to_checksum_address(node)},
+    )
+    return bytes(signed.signature)
+
+
+def receipt_requester(
+    signature: bytes, *, chain_id: int, market: Address, job_id: JobId, node: Address
+) -> Address:
+    """Who signed a `ReceiptRequest` for `node` and `job_id`; raises `InvalidReceipt` for a
+    malformed or malleable signature."""
+    if len(signature) != 65:
+        raise InvalidReceipt(f"signature must be 65 bytes (r, s, v), got {len(signature)}")
+    if int.from_bytes(signature[32:64], "big") > HALF_N:
+        raise ReceiptMalleable("signature s is in the upper half of the curve order; use low-s")
+    signable = encode_typed_data(
+        domain_data=_domain(chain_id, market),
+        message_types=RECEIPT_REQUEST_TYPES,
+        message_data={"jobId": job_id, "node": to_checksum_address(node)},
+    )
+    try:
+        return Address(Account.recover_message(signable, signature=signature))
+    except (ValueError, TypeError) as exc:
+        raise InvalidReceipt(f"the signature does not recover: {exc}") from None
