@@ -41,7 +41,9 @@ def test_demo_verifies_every_model_in_every_mode_through_nodes() -> None:
             assert row["verification"].startswith("EIP-712 receipt signed by")
         else:
             assert row["nodes"] == 3
-            assert row["verification"] == "3 of 3 committed reveals agree (majority 2)"
+            assert row["verification"] == (
+                "3 of 3 EIP-712 receipts agree, settled in one transaction (majority 2)"
+            )
     # Both modes of one model settle on one result: same inputs, same bits.
     by_model: dict[str, set[str]] = {}
     for row in rows:

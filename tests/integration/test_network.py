@@ -232,10 +232,16 @@ def test_sdk_inference_is_verified(
         assert result.nodes == (receipt.node,) and receipt.output_hash == settled.result
         assert result.verdict.summary.startswith(f"EIP-712 receipt signed by {receipt.node[:10]}")
     else:
-        # Every node is honest: all three seats revealed the same result and were paid.
+        # Every node is honest: three drawn nodes' receipts agree and settled in one call.
         assert sorted(result.nodes) == sorted(market.seats_of(result.job_id))
         assert len(set(result.nodes)) == 3
-        assert result.verdict.summary == "3 of 3 committed reveals agree (majority 2)"
+        assert sorted(r.node for r in result.receipts) == sorted(result.nodes)
+        assert {r.output_hash for r in result.receipts} == {settled.result}
+        assert "submit_quorum" in result.transactions
+        assert events(net, "JobCommitted", result.job_id) == []
+        assert result.verdict.summary == (
+            "3 of 3 EIP-712 receipts agree, settled in one transaction (majority 2)"
+        )
 
 
 def test_a_job_that_drew_no_node_is_served_in_a_later_round(
@@ -379,7 +385,8 @@ def test_killed_node_is_a_no_show_and_resumes_without_resending(
     )
     # The record written before the kill survived, and the chain has the one commit it made.
     assert after["commit_tx"] == before_kill["commit_tx"]
-    assert after["output_hash"] == before_kill["output_hash"]
+    assert "output_hash" not in before_kill  # sealed until revealed or settled
+    assert after["output_hash"] == "0x" + settled.result.hex()
     assert (after["stage"], after["outcome"], after["reveal_tx"]) == ("done", "PAID", None)
     (committed,) = events(net, "JobCommitted", job_id, victim)
     assert committed.tx_hash == before_kill["commit_tx"]

@@ -582,12 +582,13 @@ class Client:
                     raise VerificationFailed(
                         f"{signer}'s receipt is not the answer the chain recorded for its seat"
                     )
-            how = (
-                f"EIP-712 receipts ({len(result.receipts)}) settled in one transaction"
-                if result.receipts
-                else "committed reveals"
-            )
-            checks.append(f"{agree} of {job.k} {how} agree (majority {need})")
+            if result.receipts:
+                checks.append(
+                    f"{agree} of {job.k} EIP-712 receipts agree, settled in one transaction "
+                    f"(majority {need})"
+                )
+            else:
+                checks.append(f"{agree} of {job.k} committed reveals agree (majority {need})")
         return Verdict(mode=result.mode, checks=tuple(checks))
 
 
