@@ -1,7 +1,8 @@
 """Gas per job and transactions per second, on the embedded EVM and on anvil.
 
-Gas: every transaction of a job is counted (request -> commits -> reveals -> finalize, or
-request -> receipt -> finalize) for `signed` and `quorum(k)` with k = 3 and 5. The
+Gas: every transaction of a job is counted (request -> commits -> reveals -> finalize,
+request -> submit_quorum with k receipts, or request -> receipt -> finalize) for `signed`
+and `quorum(k)` with k = 3 and 5, by commit and reveal and by receipts. The
 baseline, measured in the same run on the same chain, is one ERC-20 transfer of the
 protocol token; gas is also reported as a multiple of it.
 
@@ -29,7 +30,7 @@ from eth_utils.crypto import keccak
 
 from verinet.chain import Chain, EmbeddedChain, dev_accounts
 from verinet.devnet.bootstrap import Network, bootstrap
-from verinet.devnet.jobs import JobRun, run_quorum, run_signed
+from verinet.devnet.jobs import JobRun, run_quorum, run_quorum_receipts, run_signed
 from verinet.types import Address, Hash32, Wei
 
 NODES = 6
@@ -77,6 +78,12 @@ def measure_gas(net: Network, repeats: int) -> dict[str, Any]:
         "signed": lambda i: run_signed(net, client, _h(f"in s{i}"), _h("out")),
         "quorum(3)": lambda i: run_quorum(net, client, _h(f"in q3 {i}"), 3, lambda _: _h("out")),
         "quorum(5)": lambda i: run_quorum(net, client, _h(f"in q5 {i}"), 5, lambda _: _h("out")),
+        "quorum(3) receipts": lambda i: run_quorum_receipts(
+            net, client, _h(f"in r3 {i}"), 3, lambda _: _h("out")
+        ),
+        "quorum(5) receipts": lambda i: run_quorum_receipts(
+            net, client, _h(f"in r5 {i}"), 5, lambda _: _h("out")
+        ),
     }
     baseline = _transfer_gas(net)
     out: dict[str, Any] = {"erc20_transfer_gas": baseline, "jobs": {}}
