@@ -308,6 +308,17 @@ def test_replicate_fetches_only_what_is_missing(
     assert get_file(target, origin.cid) == FILE
 
 
+def test_replicate_reports_bytes_in_place_including_blobs_already_held(
+    origin: Origin, target: DiskStore, client: httpx.Client
+) -> None:
+    replicate(origin.cid, [origin.url], target, client=client)
+    target.delete(origin.blob(2))
+    seen: list[tuple[int, int]] = []
+    replicate(origin.cid, [origin.url], target, client=client, progress=lambda *p: seen.append(p))
+    sizes = [c.size for c in origin.chunk_list.chunks]
+    assert seen == [(sum(sizes[:i]), len(FILE)) for i in range(len(sizes) + 1)]
+
+
 def test_replicate_small_and_empty_files(origin: Origin, target: DiskStore) -> None:
     small = cids.cid_of(SMALL)
     other_base = str(cids.parse(small).set(base="base58btc"))
@@ -539,9 +550,18 @@ def test_replicate_model_fetches_manifest_then_model(
     manifest_cid = store_model(origin, model_bytes, manifest)
     url = servers.enter_context(serve(blob_app(origin)))
 
-    fetched = replicate_model(manifest_cid, [url], target, client=client)
+    seen: list[tuple[int, int]] = []
+    fetched = replicate_model(
+        manifest_cid, [url], target, client=client, progress=lambda *p: seen.append(p)
+    )
     assert fetched == manifest
     assert get_file(target, manifest.model) == model_bytes
+    # Byte progress: from 0 to the whole file, one step per chunk, never backwards.
+    chunk_list = chunks_of(target, manifest.model)
+    assert chunk_list is not None
+    assert seen[0] == (0, len(model_bytes)) and seen[-1] == (len(model_bytes),) * 2
+    assert len(seen) == len(chunk_list.chunks) + 1
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
     executor = OnnxExecutor(get_file(target, fetched.model), fetched)
     logits = executor.run({"image": np.zeros((1, 3, 32, 32), np.float32)})["logits"]
     assert logits.shape == (1, 10)

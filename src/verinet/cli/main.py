@@ -6,7 +6,7 @@ import dataclasses
 import json
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,6 +14,15 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 from verinet import __version__
@@ -386,7 +395,30 @@ def node_run(
         chain = JsonRpcChain(settings.chain.url, [account])
         contracts = {k: Address(v) for k, v in settings.chain.contracts.items()}
         node = Node(settings, account, Deployment.at(chain, contracts))
+        with _byte_bars(err) as progress:  # the first sync may download models
+            node.sync_models(progress)
         run_until_signalled(node, ready=lambda url: err.print(f"node {account.address} on {url}"))
+
+
+@contextmanager
+def _byte_bars(out: Console) -> Iterator[Callable[[str, int, int], None]]:
+    """A byte-counting progress bar per label: `update(label, done, total)`."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=out, transient=True) as bars:
+        tasks: dict[str, TaskID] = {}
+
+        def update(label: str, done: int, total: int) -> None:
+            if label not in tasks:
+                tasks[label] = bars.add_task(f"downloading {label}", total=total)
+            bars.update(tasks[label], completed=done, total=total)
+
+        yield update
 
 
 @node_app.command("init")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import httpx
@@ -26,6 +26,9 @@ from verinet.hub.store import BlobStore
 from verinet.types import Cid
 
 log = logging.getLogger("verinet.hub")
+
+ByteProgress = Callable[[int, int], None]
+"""Called with (bytes in place so far, bytes in all) while a file is replicated."""
 
 MAX_CHUNK_LIST_BYTES: Final = 1024 + MAX_CHUNKS * 96
 """Upper bound on a chunk list's size: each entry is about 80 bytes of canonical JSON."""
@@ -184,6 +187,7 @@ def replicate(
     client: httpx.Client | None = None,
     timeout: float = 10.0,
     expected_size: int | None = None,
+    progress: ByteProgress | None = None,
 ) -> Cid:
     """Make the file `cid` names (a raw blob, or a chunk list and its chunks) whole in `store`.
 
@@ -193,22 +197,31 @@ def replicate(
     `InvalidManifest` if `cid` names a JSON blob that is not a chunk list. `timeout` applies
     only to the client made here when `client` is None. `expected_size` (e.g. a manifest's
     `model_size`) bounds the download: a chunk list or blob of another size is refused before
-    any chunk is fetched.
+    any chunk is fetched. `progress(done, total)` follows the file's bytes in place.
     """
     name = cids.normalize(cid)
     http = client or httpx.Client(timeout=timeout)
     try:
-        _replicate(name, _Fetcher(peers, http), store, expected_size)
+        _replicate(name, _Fetcher(peers, http), store, expected_size, progress)
     finally:
         if client is None:
             http.close()
     return name
 
 
-def _replicate(name: Cid, fetcher: _Fetcher, store: BlobStore, expected_size: int | None) -> None:
+def _replicate(
+    name: Cid,
+    fetcher: _Fetcher,
+    store: BlobStore,
+    expected_size: int | None,
+    progress: ByteProgress | None = None,
+) -> None:
+    report = progress or (lambda _done, _total: None)
     if cids.codec_of(name) == "raw":
         limit = CHUNK_SIZE * 2 if expected_size is None else expected_size
         _ensure(store, fetcher, name, limit)
+        size = store.size(name)
+        report(size, size)
         return
     chunk_list = _chunk_list(store, fetcher, name)
     if expected_size is not None and chunk_list.size != expected_size:
@@ -220,8 +233,14 @@ def _replicate(name: Cid, fetcher: _Fetcher, store: BlobStore, expected_size: in
     for chunk in chunk_list.chunks:
         chunk_cid = cids.normalize(chunk.cid)
         sizes[chunk_cid] = max(sizes.get(chunk_cid, 0), chunk.size)
-    for chunk_cid, size in sizes.items():
-        _ensure(store, fetcher, chunk_cid, size)
+    done = 0
+    report(done, chunk_list.size)
+    for chunk in chunk_list.chunks:
+        chunk_cid = cids.normalize(chunk.cid)
+        if chunk_cid in sizes:
+            _ensure(store, fetcher, chunk_cid, sizes.pop(chunk_cid))
+        done += chunk.size
+        report(done, chunk_list.size)
 
 
 def _ensure(store: BlobStore, fetcher: _Fetcher, cid: Cid, max_bytes: int) -> None:
@@ -259,9 +278,13 @@ def replicate_model(
     client: httpx.Client | None = None,
     timeout: float = 10.0,
     max_model_bytes: int = DEFAULT_LIMITS.max_file_bytes,
+    progress: ByteProgress | None = None,
 ) -> ModelManifest:
     """Fetch a model a node decided to serve: its manifest (as the registry names it), then the
-    model file the manifest names, every blob verified. Returns the validated manifest."""
+    model file the manifest names, every blob verified. Returns the validated manifest.
+
+    `progress(done, total)` is called with the model file's bytes in place so far (blobs
+    already in `store` count at once) and its size, after each chunk."""
     name = cids.normalize(manifest_cid)
     http = client or httpx.Client(timeout=timeout)
     try:
@@ -273,7 +296,7 @@ def replicate_model(
                 f"manifest {name} names a model of {manifest.model_size} bytes, over this node's "
                 f"limit of {max_model_bytes}"
             )
-        _replicate(manifest.model, fetcher, store, manifest.model_size)
+        _replicate(manifest.model, fetcher, store, manifest.model_size, progress)
     finally:
         if client is None:
             http.close()

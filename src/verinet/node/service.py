@@ -8,6 +8,7 @@ the transaction it leads to is sent (see `verinet.node.db`).
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -120,9 +121,10 @@ class Node:
 
     # -- models --------------------------------------------------------------------------
 
-    def sync_models(self) -> list[ModelId]:
+    def sync_models(self, progress: Callable[[str, int, int], None] | None = None) -> list[ModelId]:
         """Serve every model this node is registered for on-chain: fetch what is missing
-        (manifest and model, verified) from the store or peers, and warm a worker for it."""
+        (manifest and model, verified) from the store or peers, and warm a worker for it.
+        `progress(model, done, total)` follows each download in bytes."""
         self._selection_round = self.deployment.params.selection_round()
         serving: dict[ModelId, bool] = {}
         for event in self.deployment.nodes.history("ModelServed"):
@@ -140,7 +142,13 @@ class Node:
             if not self.store.has(manifest_cid) or not self.store.has(
                 load_manifest(self.store, manifest_cid).model
             ):
-                replicate_model(manifest_cid, self.settings.peers, self.store)
+                label = f"model {model_id}"
+                replicate_model(
+                    manifest_cid,
+                    self.settings.peers,
+                    self.store,
+                    progress=None if progress is None else functools.partial(progress, label),
+                )
             manifest = load_manifest(self.store, manifest_cid)
             self.pool.warm(manifest_cid)
             self.models[model_id] = ServedModel(model_id, manifest_cid, manifest)
