@@ -26,10 +26,20 @@ def test_bench_chain_smoke(tmp_path: Path) -> None:
     for backend in ("embedded", "anvil"):
         r = results["backends"][backend]
         jobs = r["gas"]["jobs"]
-        assert set(jobs) == {"signed", "quorum(3)", "quorum(5)"}
+        assert set(jobs) == {
+            "signed",
+            "quorum(3)",
+            "quorum(5)",
+            "quorum(3) receipts",
+            "quorum(5) receipts",
+        }
         # request + commits + reveals + finalize are all counted.
         assert jobs["quorum(3)"]["transactions"] == 8
         assert jobs["quorum(5)"]["transactions"] == 12
         assert jobs["signed"]["gas_per_job"] < jobs["quorum(3)"]["gas_per_job"]
         assert jobs["quorum(3)"]["gas_per_job"] < jobs["quorum(5)"]["gas_per_job"]
+        for k in (3, 5):  # one submit_quorum costs less than k commits, k reveals, finalize
+            fast = jobs[f"quorum({k}) receipts"]
+            assert fast["transactions"] == 2
+            assert fast["gas_per_job"] < jobs[f"quorum({k})"]["gas_per_job"]
         assert r["throughput"]["erc20_transfer_tx_per_s"] > 0
