@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -15,6 +17,7 @@ from eth_account.signers.local import LocalAccount
 from verinet._server import serve
 from verinet.chain.deploy import Deployment, deploy_protocol
 from verinet.chain.embedded import EmbeddedChain
+from verinet.client.sdk import Client, _choose_quorum
 from verinet.devnet.audit import audit, audit_jobs
 from verinet.devnet.bootstrap import MAX_UINT, TOKEN, fund, stake_node
 from verinet.devnet.samples import SampleModel, publish_samples, sample_models
@@ -24,11 +27,11 @@ from verinet.node.api import node_app
 from verinet.node.config import NodeSettings
 from verinet.node.db import Stage
 from verinet.node.service import Node
-from verinet.protocol.receipts import sign_receipt_request
+from verinet.protocol.receipts import Receipt, sign_receipt_request
 from verinet.protocol.types import JobState, Mode
 from verinet.runtime.tensors import group_hash
 from verinet.runtime.wire import group_to_json
-from verinet.types import Address, JobId, Wei
+from verinet.types import Address, Hash32, JobId, ModelId, Wei
 
 
 @dataclass
@@ -41,9 +44,12 @@ class World:
     model_id: int
     tmp: Path
 
-    def node(self, index: int) -> Node:
+    def node(self, index: int, **settings_: Any) -> Node:
         settings = NodeSettings(
-            data_dir=self.tmp / f"node-{index}", isolation="thread", withdraw_interval=1e9
+            data_dir=self.tmp / f"node-{index}",
+            isolation="thread",
+            withdraw_interval=1e9,
+            **settings_,
         )
         node = Node(settings, self.nodes[index], self.deployment)
         # Every node replicates from the model owner's store, as the devnet's nodes do.
@@ -266,6 +272,7 @@ def test_quorum_receipts_go_to_the_requester_alone_and_settle_at_once(world: Wor
                 assert r.status_code == 202 and "receipt" not in r.json()
                 assert "output_hash" not in http.get(f"/v1/jobs/{job_id}").json()
                 assert http.get(f"/v1/jobs/{job_id}/result").status_code == 409
+                assert http.get(f"/v1/jobs/{job_id}/trace/1").status_code == 409
             r = http.post(
                 f"/v1/jobs/{job_id}/input",
                 json={**body, "receipt_request": _ask(world, job_id, node, world.client)},
@@ -284,8 +291,10 @@ def test_quorum_receipts_go_to_the_requester_alone_and_settle_at_once(world: Wor
     market.submit_quorum([r for r in receipts if r], sender=world.client.address)
     job = market.job(job_id)
     assert job.state == JobState.PAID and job.result == nodes[0].record(job_id).output_hash
-    # A node serves the result as soon as the chain settled, before it saw the event.
+    # A node serves the result (and its trace) as soon as the chain settled, before it saw
+    # the event.
     assert nodes[2].result(job_id)["output_hash"] == "0x" + job.result.hex()
+    assert nodes[1].trace_step(job_id, 1)
     for node in nodes:
         node.advance(job_id)
         assert node.record(job_id).stage == Stage.DONE
@@ -323,3 +332,58 @@ def test_receipt_request_refused_for_a_signed_job(world: World) -> None:
             world.sample.example,
             receipt_request=bytes.fromhex(_ask(world, job_id, node, world.client)[2:]),
         )
+
+
+def test_client_falls_back_to_commit_and_reveal_when_a_seat_is_taken(world: World) -> None:
+    # No daemons: the nodes move only when the test moves them, at the client's progress
+    # messages. Node 0 takes a seat just before the client submits the receipts, so
+    # submit_quorum reverts (SeatsTaken) and the job settles by commit and reveal.
+    nodes = [world.node(i, receipt_grace=0) for i in range(3)]
+    market = world.deployment.market
+    messages: list[str] = []
+
+    def progress(message: str) -> None:
+        messages.append(message)
+        job_id = JobId(market.job_count())
+        if message.startswith("settling"):
+            nodes[0].advance(job_id)
+            assert market.job(job_id).seats == 1
+        elif message.startswith("the receipts did not settle"):
+            for _ in range(4):
+                for node in nodes:
+                    node.advance(job_id)
+
+    with ExitStack() as stack:
+        for node in nodes:
+            url = stack.enter_context(serve(node_app(node)))
+            world.deployment.nodes.set_endpoint(url, sender=node.address)
+        client = stack.enter_context(Client(world.deployment, world.client))
+        result = client.infer(
+            world.model_id, world.sample.example, mode="quorum", k=3, progress=progress
+        )
+    assert "the receipts did not settle (SeatsTaken); nodes commit instead" in messages
+    assert result.state == JobState.PAID and "submit_quorum" not in result.transactions
+    assert result.receipts == ()
+    assert result.verdict is not None
+    assert result.verdict.summary == "3 of 3 committed reveals agree (majority 2)"
+
+
+def test_choose_quorum_takes_a_clear_majority_or_nothing() -> None:
+    def r(answer: str, who: int) -> Receipt:
+        return Receipt(
+            chain_id=1,
+            market=Address("0x" + "11" * 20),
+            job_id=JobId(1),
+            model_id=ModelId(1),
+            input_hash=Hash32(bytes(32)),
+            output_hash=Hash32(answer.encode().ljust(32, b".")),
+            node=Address(f"0x{who:040x}"),
+            signature=bytes(65),
+        )
+
+    assert _choose_quorum([r("a", 1), r("a", 2)], 3) is None  # too few
+    chosen = _choose_quorum([r("b", 1), r("a", 2), r("a", 3), r("c", 4)], 3)
+    assert chosen is not None and len(chosen) == 3
+    assert chosen[:2] == [r("a", 2), r("a", 3)]  # the majority first, then one other
+    assert _choose_quorum([r("a", 1), r("a", 2), r("b", 3), r("b", 4)], 3) is None  # a tie
+    assert _choose_quorum([r("a", 1), r("b", 2), r("c", 3)], 3) is None  # no majority

@@ -11,6 +11,7 @@ back. Nothing a node says is believed unless the chain or a signature backs it.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import threading
 import time
@@ -35,6 +36,7 @@ from verinet.errors import (
     NodeRequestFailed,
     NoNodes,
     TooEarly,
+    TransientError,
     VerificationFailed,
 )
 from verinet.hub import cid as cids
@@ -113,6 +115,8 @@ class Client:
         self.poll_interval = poll_interval
         self._http = http or httpx.Client(timeout=30.0)
         self._manifests: dict[ModelId, ModelManifest] = {}
+        # Inputs go to every node at once; each node answers after it executed.
+        self._senders = concurrent.futures.ThreadPoolExecutor(16, thread_name_prefix="verinet-send")
         if self.address not in {Address(a.address) for a in self.chain.accounts}:
             self.chain.add_account(account)
 
@@ -126,6 +130,7 @@ class Client:
         return cls(deployment, account, **kwargs)
 
     def close(self) -> None:
+        self._senders.shutdown(wait=False, cancel_futures=True)
         self._http.close()
 
     def __enter__(self) -> Client:
@@ -285,49 +290,68 @@ class Client:
         *,
         receipts_for: tuple[ModelId, Hash32] | None = None,
         enough: Callable[[list[Receipt]], bool] | None = None,
-    ) -> tuple[list[Receipt], list[NodeEndpoint]]:
-        """Send the input to each node in turn. With `receipts_for` (a quorum job's model
-        and input hash) ask each for its receipt too, and keep those that verify from drawn
-        nodes; stop once `enough(receipts)`. Returns the receipts and the nodes not sent to."""
+    ) -> list[Receipt]:
+        """Send the input to every node at once (each executes before it answers). With
+        `receipts_for` (a quorum job's model and input hash) ask each for its receipt too
+        and return those that verify, as soon as `enough(receipts)` holds or every node
+        answered; the other sends go on."""
         if not nodes:
             raise NoNodes("no staked node serves this model")
         tensors = group_to_json(feeds)
-        market = self.deployment.market
+        say(f"sending the input to {len(nodes)} nodes")
+        pending = [
+            self._senders.submit(self._post_input, job_id, tensors, node, receipts_for)
+            for node in nodes
+        ]
         accepted, refusals, receipts = 0, [], []
-        for i, node in enumerate(nodes):
-            say(f"sending the input to {node.url}")
-            body: dict[str, Any] = {"inputs": tensors}
-            if receipts_for is not None:
-                ask = sign_receipt_request(
-                    self.account,
-                    chain_id=self.chain.chain_id,
-                    market=market.address,
-                    job_id=job_id,
-                    node=node.address,
-                )
-                body["receipt_request"] = "0x" + ask.hex()
+        for done in concurrent.futures.as_completed(pending):
             try:
-                response = self._http.post(f"{node.url}/v1/jobs/{job_id}/input", json=body)
-            except httpx.HTTPError as exc:
-                refusals.append(f"{node.url}: {exc}")
-                continue
-            if response.status_code >= 400:
-                refusals.append(f"{node.url}: {response.status_code} {_detail(response)}")
+                receipt = done.result()
+            except NodeRequestFailed as exc:
+                refusals.append(str(exc))
                 continue
             accepted += 1
-            if receipts_for is None:
-                continue
-            receipt = self._node_receipt(job_id, receipts_for, node, response)
-            if receipt is not None and market.is_eligible(job_id, node.address):
+            say(f"{accepted} of {len(nodes)} nodes took the input")
+            if receipt is not None:
                 receipts.append(receipt)
                 if enough is not None and enough(receipts):
-                    return receipts, list(nodes[i + 1 :])
+                    return receipts
         if not accepted:
             raise NodeRequestFailed(
                 f"no node took the input of job {job_id} (it will be refunded after its "
                 f"deadline): {'; '.join(refusals)}"
             )
-        return receipts, []
+        return receipts
+
+    def _post_input(
+        self,
+        job_id: JobId,
+        tensors: Mapping[str, Any],
+        node: NodeEndpoint,
+        receipts_for: tuple[ModelId, Hash32] | None,
+    ) -> Receipt | None:
+        """One node's upload (in a sender thread): its verified receipt when asked for and
+        given, else None; NodeRequestFailed when the node refused or could not be reached."""
+        market = self.deployment.market
+        body: dict[str, Any] = {"inputs": tensors}
+        if receipts_for is not None:
+            ask = sign_receipt_request(
+                self.account,
+                chain_id=self.chain.chain_id,
+                market=market.address,
+                job_id=job_id,
+                node=node.address,
+            )
+            body["receipt_request"] = "0x" + ask.hex()
+        try:
+            response = self._http.post(f"{node.url}/v1/jobs/{job_id}/input", json=body)
+        except httpx.HTTPError as exc:
+            raise NodeRequestFailed(f"{node.url}: {exc}") from None
+        if response.status_code >= 400:
+            raise NodeRequestFailed(f"{node.url}: {response.status_code} {_detail(response)}")
+        if receipts_for is None:
+            return None
+        return self._node_receipt(job_id, receipts_for, node, response)
 
     def _node_receipt(
         self,
@@ -338,7 +362,7 @@ class Client:
     ) -> Receipt | None:
         """The receipt in a node's answer to the input, if it is that node's valid receipt
         for this job on this market (anything else is ignored: commit and reveal remain)."""
-        with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):
+        with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError, InvalidReceipt):
             raw = response.json()["receipt"]
             receipt = Receipt(
                 chain_id=self.chain.chain_id,
@@ -369,29 +393,43 @@ class Client:
         transactions: dict[str, TxHash],
     ) -> tuple[Receipt, ...]:
         """Collect k drawn nodes' receipts with the input and settle them in one
-        `submit_quorum` transaction; returns them. If that cannot be done (too few
-        receipts, a node committed first), the nodes settle the job by commit and reveal
-        as usual, and this returns ()."""
+        `submit_quorum` transaction; returns them. If that cannot be done (too few drawn
+        receipts, no clear majority among them, a node committed first), the nodes settle
+        the job by commit and reveal as usual, and this returns ()."""
+        market = self.deployment.market
+        drawn: dict[Address, bool] = {}
+
+        def candidates(receipts: list[Receipt]) -> list[Receipt]:
+            for r in receipts:
+                if not drawn.get(r.node):  # the draw widens with time: ask again
+                    drawn[r.node] = market.is_eligible(job_id, r.node)
+            return [r for r in receipts if drawn[r.node]]
 
         def enough(receipts: list[Receipt]) -> bool:
-            # k receipts that agree; with disagreement, hear every node out first.
-            return len(receipts) >= k and len({r.output_hash for r in receipts}) == 1
+            # k that agree; with any disagreement, hear every node out first.
+            if len(receipts) < k or len({r.output_hash for r in receipts}) != 1:
+                return False
+            return len(candidates(receipts)) >= k
 
-        receipts, unsent = self._send_inputs(
+        receipts = self._send_inputs(
             job_id, feeds, nodes, say, receipts_for=(model, input_hash), enough=enough
         )
-        chosen = _choose_quorum(receipts, k)
-        if chosen is not None:
-            say(f"settling {k} receipts in one transaction")
-            try:
-                tx = self.deployment.market.submit_quorum(chosen, sender=self.address)
-            except ContractRevert as exc:
-                say(f"the receipts did not settle ({type(exc).__name__}); nodes commit instead")
-            else:
-                transactions["submit_quorum"] = tx.tx_hash
-                return tuple(chosen)
-        if unsent:  # the fallback may need every node
-            self._send_inputs(job_id, feeds, unsent, say)
+        chosen = _choose_quorum(candidates(receipts), k)
+        if chosen is None:
+            if receipts:
+                say("no clear quorum among the receipts; the nodes commit and reveal instead")
+            return ()
+        say(f"settling {k} receipts in one transaction")
+        try:
+            tx = market.submit_quorum(chosen, sender=self.address)
+        except JobNotOpen:
+            say("the job was settled by someone else")
+        except (ContractRevert, TransientError) as exc:
+            # A transient failure may still have been mined: the chain decides below.
+            say(f"the receipts did not settle ({type(exc).__name__}); nodes commit instead")
+        else:
+            transactions["submit_quorum"] = tx.tx_hash
+            return tuple(chosen)
         return ()
 
     def _await_settlement(
@@ -638,15 +676,19 @@ class AsyncClient:
 
 
 def _choose_quorum(receipts: Sequence[Receipt], k: int) -> list[Receipt] | None:
-    """k receipts to settle, the largest agreeing group first (the requester wants the
-    answer a majority gives); None with fewer than k."""
+    """k receipts to settle: a strict majority of k that agree, filled up with others.
+    None with fewer than k receipts, or when no answer leads every other: with two answers
+    equally supported, choosing would pick whom to slash, so commit and reveal decide."""
     if len(receipts) < k:
         return None
     groups: dict[Hash32, list[Receipt]] = {}
     for r in receipts:
         groups.setdefault(r.output_hash, []).append(r)
     ranked = sorted(groups.values(), key=len, reverse=True)
-    return [r for group in ranked for r in group][:k]
+    lead = ranked[0]
+    if len(lead) < k // 2 + 1 or (len(ranked) > 1 and len(ranked[1]) == len(lead)):
+        return None
+    return [*lead, *(r for group in ranked[1:] for r in group)][:k]
 
 
 def _signature(value: Any) -> bytes | None:

@@ -96,7 +96,6 @@ class NodeDaemon:
         def on_block(_number: int) -> None:
             loop.call_soon_threadsafe(block.set)
 
-        unsubscribe = node.chain.subscribe_blocks(on_block)
         await asyncio.to_thread(node.sync_models)
         sock = sock or bind_socket(node.settings.host, node.settings.port)
         host, port = sock.getsockname()[:2]
@@ -111,6 +110,7 @@ class NodeDaemon:
             )
         )
         serving = asyncio.create_task(server.serve(sockets=[sock]))
+        unsubscribe = node.chain.subscribe_blocks(on_block)
         try:
             while not server.started:
                 if serving.done():

@@ -18,7 +18,7 @@ from typing import Any
 from verinet.protocol.types import Mode
 from verinet.types import Hash32, JobId, ModelId
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: handed_at
 
 
 class Stage(StrEnum):
@@ -62,6 +62,7 @@ class JobRecord:
     receipt_tx: str | None = None
     finalize_tx: str | None = None
     updated_at: float = 0.0
+    handed_at: int | None = None  # chain time this node handed its quorum receipt out
 
     @property
     def sealed(self) -> bool:
@@ -87,6 +88,7 @@ class JobRecord:
 
 
 _COLUMNS = [f.name for f in fields(JobRecord)]
+_ADDED_COLUMNS = {"handed_at": "INTEGER"}  # by schema version 2
 
 
 class JobDB:
@@ -105,12 +107,18 @@ class JobDB:
                     input_hash BLOB, stage TEXT, reveal_deadline INTEGER, input_cid TEXT,
                     output_cid TEXT, output_hash BLOB, salt BLOB, signature BLOB, outcome TEXT,
                     error TEXT, commit_tx TEXT, reveal_tx TEXT, receipt_tx TEXT,
-                    finalize_tx TEXT, updated_at REAL)"""
+                    finalize_tx TEXT, updated_at REAL, handed_at INTEGER)"""
             )
+            # Columns added since a database was made come last in it: add what is missing
+            # (inserts and selects name their columns, so the order does not matter).
+            have = {row[1] for row in self._conn.execute("PRAGMA table_info(jobs)")}
+            for name, kind in _ADDED_COLUMNS.items():
+                if name not in have:
+                    self._conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
             self._conn.execute("CREATE INDEX IF NOT EXISTS jobs_stage ON jobs (stage)")
             self._conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
             self._conn.execute(
-                "INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
+                "INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
             )
 
     def close(self) -> None:
@@ -137,7 +145,9 @@ class JobDB:
         values[_COLUMNS.index("stage")] = str(record.stage)
         with self._lock:
             cursor = self._conn.execute(
-                f"INSERT OR IGNORE INTO jobs VALUES ({', '.join('?' * len(_COLUMNS))})", values
+                f"INSERT OR IGNORE INTO jobs ({', '.join(_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(_COLUMNS))})",
+                values,
             )
             return cursor.rowcount == 1
 

@@ -360,7 +360,9 @@ class Node:
                 input_hash=record.input_hash,
                 output_hash=record.output_hash,
             )
-            record = self.db.update(record.job_id, signature=signed.signature)
+            record = self.db.update(
+                record.job_id, signature=signed.signature, handed_at=self.chain.timestamp()
+            )
         return self.receipt(record)
 
     def accept_input_blob(
@@ -379,6 +381,17 @@ class Node:
         )
 
     # -- jobs: results -------------------------------------------------------------------
+
+    def _unsealed_if_settled(self, record: JobRecord) -> JobRecord:
+        """A sealed quorum answer may be public already: the chain settled the job (say by
+        submit_quorum) before this node saw the event. One chain read, for live records
+        only (a final one is settled or was never answered)."""
+        if not record.sealed or record.stage.final:
+            return record
+        if not self._chain_job(record.job_id).state.terminal:
+            return record
+        with self._job_lock(record.job_id):
+            return self.advance(record.job_id)
 
     def record(self, job_id: JobId) -> JobRecord:
         record = self.db.get(job_id)
@@ -404,12 +417,7 @@ class Node:
         """The outputs of a job, once this node may show them: after its receipt is signed
         (signed) or once its answer is public: revealed or settled on-chain (quorum; earlier
         would let others copy)."""
-        record = self.record(job_id)
-        # A quorum job may be settled (submit_quorum) before this node saw the event.
-        if record.sealed and self._chain_job(job_id).state.terminal:
-            with self._job_lock(job_id):
-                self.advance(job_id)
-            record = self.record(job_id)
+        record = self._unsealed_if_settled(self.record(job_id))
         published = (
             not record.sealed if record.mode == Mode.QUORUM else record.signature is not None
         )
@@ -447,11 +455,13 @@ class Node:
 
     def trace_step(self, job_id: JobId, index: int) -> dict[str, Any]:
         """Op `index` of this node's traced run of the job, with its Merkle proof."""
-        record = self.record(job_id)
+        record = self._unsealed_if_settled(self.record(job_id))
         if record.input_cid is None or record.output_cid is None:
             raise ResultNotReady(f"job {job_id} has not been executed by this node")
-        if record.mode == Mode.QUORUM and record.reveal_tx is None:
-            raise ResultNotReady(f"job {job_id}'s trace is served after this node revealed")
+        if record.sealed:
+            raise ResultNotReady(
+                f"job {job_id}'s trace is served once this node revealed or the job is settled"
+            )
         served = self.served(record.model_id)
         inputs = decode_group(self.store.get(Cid(record.input_cid)))
         return self.pool.trace_step(served.manifest_cid, inputs, index)
@@ -492,6 +502,7 @@ class Node:
             record = self.db.get(job_id)
             if record is not None and not record.stage.final:
                 outcome = "PAID" if event.name == "JobPaid" else "REFUNDED"
+                self._undrawn.pop(job_id, None)
                 with self._job_lock(job_id):
                     record = self.db.update(job_id, stage=Stage.DONE, outcome=outcome)
                 self._count(record)
@@ -530,6 +541,7 @@ class Node:
             return record
         job = self._chain_job(job_id)
         if job.state.terminal:
+            self._undrawn.pop(job_id, None)
             record = self.db.update(job_id, stage=Stage.DONE, outcome=job.state.name)
             self._count(record)
             return record
@@ -568,12 +580,12 @@ class Node:
             return self.db.update(record.job_id, stage=Stage.LOST, error="receipt from another")
         if job.mode == Mode.QUORUM and (job.seats >= job.k or now >= job.commit_deadline):
             return self.db.update(record.job_id, stage=Stage.LOST, error="no seat")
-        if job.mode == Mode.QUORUM and record.signature is not None and job.seats == 0:
-            # The receipt went to the requester: give them time to settle the job with
-            # submit_quorum (one transaction) before taking a seat by commit, which would
-            # close that path. Never more than half the commit window.
-            grace = min(self.settings.receipt_grace, (job.commit_deadline - job.requested_at) // 2)
-            if now < job.requested_at + grace:
+        if job.mode == Mode.QUORUM and record.handed_at is not None and job.seats == 0:
+            # The receipt went to the requester: give them `receipt_grace` from then to
+            # settle the job with submit_quorum (one transaction) before taking a seat by
+            # commit, which closes that path; never past half the commit window.
+            half = job.requested_at + (job.commit_deadline - job.requested_at) // 2
+            if now < min(record.handed_at + self.settings.receipt_grace, half):
                 return record
         # The draw widens every selection round and not within one: a node left out is
         # left out until the next round begins.
