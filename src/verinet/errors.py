@@ -234,6 +234,11 @@ class ResultNotReady(NodeError):
     """The node has no result it may publish yet (not executed, or a quorum not yet revealed)."""
 
 
+class InputSealed(NodeError):
+    """A direct run was asked for the input of an open quorum job whose answers are still
+    sealed: answering would let a seated node copy instead of compute."""
+
+
 class ClientError(VerinetError):
     """The client SDK could not obtain a verified result."""
 

@@ -387,3 +387,29 @@ def test_choose_quorum_takes_a_clear_majority_or_nothing() -> None:
     assert chosen[:2] == [r("a", 2), r("a", 3)]  # the majority first, then one other
     assert _choose_quorum([r("a", 1), r("a", 2), r("b", 3), r("b", 4)], 3) is None  # a tie
     assert _choose_quorum([r("a", 1), r("b", 2), r("c", 3)], 3) is None  # no majority
+
+
+def test_a_peer_will_not_run_an_open_quorum_jobs_input_directly(world: World) -> None:
+    # A lazy seat could POST the job's input to a peer's execute endpoint and commit the
+    # answer it gets. The peer refuses while the quorum's answers are sealed.
+    nodes = [world.node(i) for i in range(3)]
+    job_id = world.request(Mode.QUORUM, 3)
+    body = {"inputs": group_to_json(world.sample.example)}
+    with serve(node_app(nodes[1])) as url, httpx.Client(base_url=url, timeout=30) as http:
+        nodes[1].poll()  # the peer saw the JobRequested event
+        r = http.post(f"/v1/models/{world.model_id}/execute", json=body)
+        assert r.status_code == 409 and r.json()["error"] == "InputSealed"
+        assert f"quorum job {job_id}" in r.json()["detail"]
+        other = {k: v + 1 for k, v in world.sample.example.items()}
+        ok = http.post(
+            f"/v1/models/{world.model_id}/execute", json={"inputs": group_to_json(other)}
+        )
+        assert ok.status_code == 200  # any other input runs as before
+        for node in nodes:
+            node.accept_input(job_id, world.sample.example)
+        for _ in range(4):
+            for node in nodes:
+                node.advance(job_id)
+        assert world.deployment.market.job(job_id).state == JobState.PAID
+        r = http.post(f"/v1/models/{world.model_id}/execute", json=body)
+        assert r.status_code == 200  # settled: the answer is public now

@@ -2,8 +2,9 @@
 
 Every refusal is a JSON body ``{"error": <class name>, "detail": <what to fix>}`` with a 4xx
 status: 400 malformed JSON, tensors or signatures, 403 a receipt asked for by someone other
-than the job's requester, 404 unknown job or model, 409 a hash that does not match or a
-result not ready, 413 a body over the limit, 422 tensors that do not fit the model.
+than the job's requester, 404 unknown job or model, 409 a hash that does not match, a result
+not ready, or a direct run of an open quorum job's input (its answers are sealed), 413 a body
+over the limit, 422 tensors that do not fit the model.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from verinet.errors import (
     FetchFailed,
     HubError,
     InputHashMismatch,
+    InputSealed,
     InputTooLarge,
     InvalidInput,
     InvalidReceipt,
@@ -49,6 +51,7 @@ _STATUS: tuple[tuple[type[VerinetError], int], ...] = (
     (MalformedTensor, 400),
     (InputHashMismatch, 409),
     (ReceiptRequestRefused, 403),
+    (InputSealed, 409),
     (InvalidReceipt, 400),
     (InvalidInput, 422),
     (ResultNotReady, 409),

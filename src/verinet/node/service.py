@@ -29,6 +29,7 @@ from verinet.errors import (
     ContractRevert,
     DeadlinePassed,
     InputHashMismatch,
+    InputSealed,
     JobNotOpen,
     ModelNotServed,
     NotEligible,
@@ -112,6 +113,10 @@ class Node:
         self._last_claim = 0.0
         self._selection_round = deployment.params.selection_round()
         self._undrawn: dict[JobId, int] = {}  # job -> the selection round that left us out
+        # (model, input hash) of open quorum jobs: direct runs of these inputs are refused.
+        self._sealed_inputs: dict[tuple[ModelId, Hash32], JobId] = {
+            (r.model_id, r.input_hash): r.job_id for r in self.db.active() if r.sealed
+        }
         self.on_change: Callable[[], None] = lambda: None
         """Called (from any thread) when a job may be able to move: the daemon's wake-up."""
 
@@ -171,13 +176,15 @@ class Node:
         receipt). The path the benchmark measures and jobs share."""
         served = self.served(model_id)
         feeds = validate_inputs(served.manifest.inputs, served.manifest.input_policy, inputs)
-        return self._direct(served, feeds, self._run(served, feeds, path="direct"))
+        input_hash = self._refuse_sealed(model_id, feeds)
+        return self._direct(served, input_hash, self._run(served, feeds, path="direct"))
 
     async def execute_async(self, model_id: ModelId, inputs: Mapping[str, Array]) -> dict[str, Any]:
         """`execute` for the HTTP API's event loop, which waits on the model's worker without
         a thread of its own."""
         served = self.served(model_id)
         feeds = validate_inputs(served.manifest.inputs, served.manifest.input_policy, inputs)
+        input_hash = self._refuse_sealed(model_id, feeds)
         started = time.perf_counter()
         try:
             outputs = await self.pool.arun_validated(served.manifest_cid, feeds)
@@ -185,14 +192,29 @@ class Node:
             self._count_run("direct", started, exc)
             raise
         self._count_run("direct", started, None)
-        return self._direct(served, feeds, outputs)
+        return self._direct(served, input_hash, outputs)
+
+    def _refuse_sealed(self, model_id: ModelId, feeds: Mapping[str, Array]) -> Hash32:
+        """The input hash, unless it is an open quorum job's input whose answers are still
+        sealed: a direct run would then hand a seated node the answer to copy."""
+        input_hash = group_hash(feeds)
+        job_id = self._sealed_inputs.get((model_id, input_hash))
+        if job_id is not None:
+            record = self.db.get(job_id)
+            if record is not None and record.sealed and not record.stage.final:
+                raise InputSealed(
+                    f"these inputs are those of open quorum job {job_id}, whose answers are "
+                    "sealed until revealed or settled; run them again after that"
+                )
+            self._sealed_inputs.pop((model_id, input_hash), None)
+        return input_hash
 
     def _direct(
-        self, served: ServedModel, feeds: Mapping[str, Array], outputs: dict[str, Array]
+        self, served: ServedModel, input_hash: Hash32, outputs: dict[str, Array]
     ) -> dict[str, Any]:
         return {
             "model_id": served.model_id,
-            "input_hash": group_hash(feeds),
+            "input_hash": input_hash,
             "output_hash": group_hash([(s.name, outputs[s.name]) for s in served.manifest.outputs]),
             "outputs": outputs,
         }
@@ -248,6 +270,8 @@ class Node:
         if record is not None:
             return record
         self.served(model_id)
+        if mode == Mode.QUORUM:
+            self._sealed_inputs[(model_id, input_hash)] = job_id
         self.db.insert(
             JobRecord(
                 job_id=job_id,
@@ -502,10 +526,9 @@ class Node:
             record = self.db.get(job_id)
             if record is not None and not record.stage.final:
                 outcome = "PAID" if event.name == "JobPaid" else "REFUNDED"
-                self._undrawn.pop(job_id, None)
                 with self._job_lock(job_id):
                     record = self.db.update(job_id, stage=Stage.DONE, outcome=outcome)
-                self._count(record)
+                self._ended(record)
 
     def tick(self) -> None:
         """Move every active job one step; claim earnings now and then."""
@@ -541,9 +564,8 @@ class Node:
             return record
         job = self._chain_job(job_id)
         if job.state.terminal:
-            self._undrawn.pop(job_id, None)
             record = self.db.update(job_id, stage=Stage.DONE, outcome=job.state.name)
-            self._count(record)
+            self._ended(record)
             return record
         if now is None:
             now = self.chain.timestamp()
@@ -566,9 +588,14 @@ class Node:
             else:
                 record = self.db.update(job_id, stage=Stage.LOST, error=type(exc).__name__)
         if record.stage.final:
-            self._undrawn.pop(job_id, None)
-            self._count(record)
+            self._ended(record)
         return record
+
+    def _ended(self, record: JobRecord) -> None:
+        """Count a job that reached its final stage and drop what was kept for it."""
+        self._undrawn.pop(record.job_id, None)
+        self._sealed_inputs.pop((record.model_id, record.input_hash), None)
+        self._count(record)
 
     def _awaiting(self, record: JobRecord, job: Job, now: int) -> JobRecord:
         if now >= job.reveal_deadline:
