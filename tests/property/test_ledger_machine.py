@@ -35,7 +35,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from verinet.chain import EmbeddedChain
+from verinet.chain import EmbeddedChain, TxReceipt
 from verinet.devnet.bootstrap import MAX_UINT, TOKEN, Network, bootstrap, placeholder_cid
 from verinet.errors import REVERT_REASONS, ContractRevert
 from verinet.protocol.receipts import sign_receipt
@@ -704,7 +704,19 @@ class LedgerMachine(RuleBasedStateMachine):
         receipt = _expect(reason, partial(self.d.market.finalize, job.job_id, sender=sender))
         if receipt is None:
             return False
+        self._check_settlement(job, receipt, bonded, treasury_balance, sender)
+        return True
 
+    def _check_settlement(
+        self,
+        job: _Job,
+        receipt: TxReceipt,
+        bonded: dict[Address, int],
+        treasury_balance: int,
+        sender: Address,
+    ) -> None:
+        """What a settling transaction (finalize or submit_quorum) must have done, by the
+        twin rules: slashes, payment or refund, and a job that refuses every further move."""
         if job.state == JobState.SUBMITTED:
             output: Hash32 | None = job.revealed[job.seats[0]]
             winners = list(job.seats)
@@ -778,11 +790,81 @@ class LedgerMachine(RuleBasedStateMachine):
             self.d.market.reveal, job.job_id, _output(job.job_id, 0), salt, sender=node
         )
         _expect("JobNotOpen", reveal)
-        return True
 
     @rule(caller=ACCOUNT, data=st.data())
     def finalize(self, caller: int, data: st.DataObject) -> None:
         self._finalize(self._pick_job(data), self.w.everyone[caller])
+
+    # -- quorum: k receipts at once ------------------------------------------------
+
+    @rule(
+        extra=st.sampled_from((0, 0, 0, 0, -1, 1)),
+        forged=st.sampled_from((None, None, None, 0, 1)),
+        caller=ACCOUNT,
+        data=st.data(),
+    )
+    def submit_quorum(
+        self, extra: int, forged: int | None, caller: int, data: st.DataObject
+    ) -> None:
+        job = self._pick_job(data, Mode.QUORUM)
+        count = max(1, job.k + extra)  # mostly k receipts; one too few or too many
+        answers = data.draw(st.lists(ANSWER, min_size=count, max_size=count), label="answers")
+        drawn = self._drawn(job)
+        if len(drawn) >= count and data.draw(PREFER, label="prefer") == "preferred":
+            nodes = data.draw(st.permutations(drawn), label="nodes")[:count]  # distinct
+        else:
+            nodes = [self._pick_node(data, drawn) for _ in answers]
+        receipts = []
+        for i, (node, answer) in enumerate(zip(nodes, answers, strict=True)):
+            index = self.pool.index(node)
+            # A forged receipt names `node` but is signed by the next node of the pool.
+            signer = self.w.pool[(index + 1) % POOL if forged == i else index]
+            signed = sign_receipt(
+                signer,
+                chain_id=self.chain.chain_id,
+                market=self.d.market.address,
+                job_id=job.job_id,
+                model_id=job.model_id,
+                input_hash=job.input_hash,
+                output_hash=_output(job.job_id, answer),
+            )
+            receipts.append(replace(signed, node=node))
+        now = self.chain.timestamp()
+        if job.state != JobState.OPEN:
+            reason: str | None = "JobNotOpen"
+        elif job.mode != Mode.QUORUM:
+            reason = "WrongMode"
+        elif now >= job.commit_deadline:
+            reason = "DeadlinePassed"
+        elif job.seats:
+            reason = "SeatsTaken"
+        elif len(receipts) != job.k:
+            reason = "WrongReceiptCount"
+        else:
+            reason = None
+            for i, node in enumerate(nodes):  # the contract checks seat by seat
+                if node in nodes[:i]:
+                    reason = "DuplicateNode"
+                elif forged == i:
+                    reason = "WrongSigner"
+                elif not self._eligible(job, node):
+                    reason = "NotEligible"
+                if reason:
+                    break
+        bonded = {n: self.d.nodes.bonded(n) for n in set(nodes)}
+        treasury_balance = self.d.token.balance_of(self.treasury)
+        sender = self.w.everyone[caller]
+        tx = _expect(reason, partial(self.d.market.submit_quorum, receipts, sender=sender))
+        if tx is None:
+            return
+        revealed = self.d.market.events(tx, "JobRevealed")
+        assert [(e.args["node"], e.args["output_hash"]) for e in revealed] == [
+            (r.node, r.output_hash) for r in receipts
+        ]
+        job.seats.extend(nodes)
+        job.revealed.update({r.node: r.output_hash for r in receipts})
+        event("submit_quorum: settled")
+        self._check_settlement(job, tx, bonded, treasury_balance, sender)
 
     @rule(data=st.data())
     def withdraw_owed(self, data: st.DataObject) -> None:
