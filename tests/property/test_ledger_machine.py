@@ -38,7 +38,7 @@ from hypothesis.stateful import (
 from verinet.chain import EmbeddedChain, TxReceipt
 from verinet.devnet.bootstrap import MAX_UINT, TOKEN, Network, bootstrap, placeholder_cid
 from verinet.errors import REVERT_REASONS, ContractRevert
-from verinet.protocol.receipts import sign_receipt
+from verinet.protocol.receipts import Receipt, sign_receipt
 from verinet.protocol.rules import (
     commitment,
     is_selected,
@@ -625,21 +625,24 @@ class LedgerMachine(RuleBasedStateMachine):
 
     # -- signed: receipts ----------------------------------------------------------
 
-    def _submit(self, job: _Job, node: Address, answer: int, forged: bool, sender: Address) -> bool:
+    def _receipt(self, job: _Job, node: Address, answer: int, forged: bool) -> Receipt:
+        """`node`'s receipt for `answer`; a forged one names `node` but is signed by the
+        next node of the pool."""
         index = self.pool.index(node)
-        # A forged receipt names `node` but is signed by the next node of the pool.
-        signer = self.w.pool[(index + 1) % POOL] if forged else self.w.pool[index]
-        output = _output(job.job_id, answer)
         signed = sign_receipt(
-            signer,
+            self.w.pool[(index + 1) % POOL if forged else index],
             chain_id=self.chain.chain_id,
             market=self.d.market.address,
             job_id=job.job_id,
             model_id=job.model_id,
             input_hash=job.input_hash,
-            output_hash=output,
+            output_hash=_output(job.job_id, answer),
         )
-        signed = replace(signed, node=node)
+        return replace(signed, node=node)
+
+    def _submit(self, job: _Job, node: Address, answer: int, forged: bool, sender: Address) -> bool:
+        output = _output(job.job_id, answer)
+        signed = self._receipt(job, node, answer, forged)
         now = self.chain.timestamp()
         eligible = self._check_eligible(job, node)
         if job.state != JobState.OPEN:
@@ -814,21 +817,10 @@ class LedgerMachine(RuleBasedStateMachine):
             nodes = data.draw(st.permutations(drawn), label="nodes")[:count]  # distinct
         else:
             nodes = [self._pick_node(data, drawn) for _ in answers]
-        receipts = []
-        for i, (node, answer) in enumerate(zip(nodes, answers, strict=True)):
-            index = self.pool.index(node)
-            # A forged receipt names `node` but is signed by the next node of the pool.
-            signer = self.w.pool[(index + 1) % POOL if forged == i else index]
-            signed = sign_receipt(
-                signer,
-                chain_id=self.chain.chain_id,
-                market=self.d.market.address,
-                job_id=job.job_id,
-                model_id=job.model_id,
-                input_hash=job.input_hash,
-                output_hash=_output(job.job_id, answer),
-            )
-            receipts.append(replace(signed, node=node))
+        receipts = [
+            self._receipt(job, node, answer, forged == i)
+            for i, (node, answer) in enumerate(zip(nodes, answers, strict=True))
+        ]
         now = self.chain.timestamp()
         if job.state != JobState.OPEN:
             reason: str | None = "JobNotOpen"

@@ -375,19 +375,25 @@ class Node:
         if request is None or record.output_hash is None or record.stage != Stage.READY:
             return None
         if record.signature is None:
-            signed = sign_receipt(
-                self.account,
-                chain_id=self.chain.chain_id,
-                market=self.market.address,
-                job_id=record.job_id,
-                model_id=record.model_id,
-                input_hash=record.input_hash,
-                output_hash=record.output_hash,
-            )
             record = self.db.update(
-                record.job_id, signature=signed.signature, handed_at=self.chain.timestamp()
+                record.job_id,
+                signature=self._sign(record).signature,
+                handed_at=self.chain.timestamp(),
             )
         return self.receipt(record)
+
+    def _sign(self, record: JobRecord) -> Receipt:
+        """This node's EIP-712 receipt for its output of the job."""
+        assert record.output_hash is not None
+        return sign_receipt(
+            self.account,
+            chain_id=self.chain.chain_id,
+            market=self.market.address,
+            job_id=record.job_id,
+            model_id=record.model_id,
+            input_hash=record.input_hash,
+            output_hash=record.output_hash,
+        )
 
     def accept_input_blob(
         self, job_id: JobId, cid: str, peers: list[str], *, receipt_request: bytes | None = None
@@ -624,17 +630,8 @@ class Node:
             return record
         assert record.output_hash is not None
         if job.mode == Mode.SIGNED:
-            receipt = sign_receipt(
-                self.account,
-                chain_id=self.chain.chain_id,
-                market=self.market.address,
-                job_id=record.job_id,
-                model_id=record.model_id,
-                input_hash=record.input_hash,
-                output_hash=record.output_hash,
-            )
             record = self.db.update(
-                record.job_id, stage=Stage.SUBMITTING, signature=receipt.signature
+                record.job_id, stage=Stage.SUBMITTING, signature=self._sign(record).signature
             )
             return self._submitting(record, job, now)
         record = self.db.update(record.job_id, stage=Stage.COMMITTING, salt=os.urandom(32))
