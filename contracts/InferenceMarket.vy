@@ -7,7 +7,7 @@
         Modes
         - signed: one eligible node's EIP-712 Receipt (domain: name "Verinet Market",
           version "1", chainId, this contract) is submitted by anyone before the
-          deadline; after `audit_window` the job is finalized and paid.
+          deadline; it is paid at once unless the audit draws it (see below).
         - quorum(k): eligible nodes take seats by committing
           keccak(abi_encode(output_hash, salt, node)). Reveals open only when all k seats
           are taken (or the commit deadline passed), so no node can copy another.
@@ -17,6 +17,16 @@
           (each node hands its receipt to the requester alone, so none can copy another)
           and settles them in one `submit_quorum` call while no seat is taken. Nodes
           whose receipts are not settled that way fall back to commit and reveal.
+
+        - optimistic: one eligible node runs the job traced and claims its output hash,
+          the end of its execution-trace hash chain h_N, the Merkle root over its ops'
+          output hashes and the op count. For `challenge_window` any staked node may
+          challenge the claim through the DisputeGame (bisection to one op, settled by
+          a committee); a refuted claim is refunded and its node slashed there.
+        - signed jobs are sampled for audit: the hash of the block that holds the
+          receipt (unknown when the receipt was sent) selects the job with probability
+          p (see `_audit_bps`); a selected job is held `audit_window` during which a
+          staked auditor may dispute it the same way, as a one-step game.
 
         Every job ends in exactly one terminal state, PAID or REFUNDED, and anyone may
         call finalize once the reveal deadline has passed, so no job can stay stuck.
@@ -47,9 +57,13 @@ interface IParams:
     def owner_bps() -> uint256: view
     def treasury_bps() -> uint256: view
     def treasury() -> address: view
+    def challenge_window() -> uint256: view
+    def audit_bps() -> uint256: view
+    def audit_margin_bps() -> uint256: view
 
 
 interface INodeRegistry:
+    def bonded(node: address) -> uint256: view
     def is_eligible(
         node: address, model_id: uint256, seed: bytes32, multiplier: uint256, total: uint256, before_block: uint256
     ) -> bool: view
@@ -67,16 +81,25 @@ BPS: constant(uint256) = 10_000
 MAX_SEATS: constant(uint256) = 15
 MAX_BOOST_SHIFT: constant(uint256) = 16
 MASK48: constant(uint256) = 2**48 - 1
+MASK64: constant(uint256) = 2**64 - 1
+# A traced claim has at most 2**20 ops (at most 21 bisection rounds; see Params).
+MAX_OPS: constant(uint256) = 2**20
 # secp256k1n / 2: signatures with a higher s are malleable twins and are refused.
 HALF_N: constant(uint256) = 57_896_044_618_658_097_711_785_492_504_343_953_926_418_782_139_537_452_191_302_581_570_759_080_747_168
 
 MODE_SIGNED: constant(uint256) = 1
 MODE_QUORUM: constant(uint256) = 2
+MODE_OPTIMISTIC: constant(uint256) = 4
 
 STATE_OPEN: constant(uint256) = 1
 STATE_SUBMITTED: constant(uint256) = 2
 STATE_PAID: constant(uint256) = 3
 STATE_REFUNDED: constant(uint256) = 4
+
+# What the DisputeGame reports when a game over a claim ends (close_dispute).
+VERDICT_UPHELD: constant(uint256) = 1
+VERDICT_REFUTED: constant(uint256) = 2
+VERDICT_UNDECIDED: constant(uint256) = 3
 
 RECEIPT_TYPEHASH: constant(bytes32) = keccak256(
     "Receipt(uint256 jobId,uint256 modelId,bytes32 inputHash,bytes32 outputHash,address node)"
@@ -94,8 +117,28 @@ struct Job:
     seed: bytes32
     stake_total: uint256
     meta: uint256
+    # A submitted (signed or optimistic) job's hold, packed: see _hold_of.
     finalize_after: uint256
     result: bytes32
+
+
+struct Claim:
+    # An optimistic claim's trace commitment (see DESIGN.md, "Execution trace").
+    trace_final: bytes32
+    trace_root: bytes32
+    ops: uint256
+
+
+struct ClaimView:
+    node: address
+    output_hash: bytes32
+    trace_final: bytes32
+    trace_root: bytes32
+    ops: uint256
+    submit_block: uint256
+    audit_bps: uint256
+    audited: bool
+    open_disputes: uint256
 
 
 struct Meta:
@@ -138,6 +181,13 @@ MODELS: public(immutable(IModelRegistry))
 
 _jobs: HashMap[uint256, Job]
 seat_holders: HashMap[uint256, DynArray[address, MAX_SEATS]]
+claims: HashMap[uint256, Claim]
+open_disputes: public(HashMap[uint256, uint256])
+# A game over the job ended with no verdict (its committee never formed): refund it.
+undecided: HashMap[uint256, bool]
+# The DisputeGame, set once by the deployer (the two contracts name each other).
+dispute_game: public(address)
+DEPLOYER: immutable(address)
 commitments: public(HashMap[uint256, HashMap[address, bytes32]])
 revealed: public(HashMap[uint256, HashMap[address, bytes32]])
 owed: public(HashMap[address, uint256])
@@ -178,6 +228,24 @@ event ReceiptSubmitted:
     output_hash: bytes32
     finalize_after: uint256
 
+event ClaimSubmitted:
+    job_id: indexed(uint256)
+    node: indexed(address)
+    output_hash: bytes32
+    trace_final: bytes32
+    trace_root: bytes32
+    ops: uint256
+    finalize_after: uint256
+
+event DisputeOpened:
+    job_id: indexed(uint256)
+    open_disputes: uint256
+
+event DisputeClosed:
+    job_id: indexed(uint256)
+    verdict: uint256
+    open_disputes: uint256
+
 event JobPaid:
     job_id: indexed(uint256)
     output_hash: bytes32
@@ -215,6 +283,19 @@ def __init__(token: IERC20, params: IParams, nodes: INodeRegistry, models: IMode
     PARAMS = params
     NODES = nodes
     MODELS = models
+    DEPLOYER = msg.sender
+
+
+@external
+def set_dispute_game(game: address):
+    """
+    @notice Names the DisputeGame, once, by the deployer: the game is deployed after
+            the market because each needs the other's address.
+    """
+    assert msg.sender == DEPLOYER, "NotDeployer"
+    assert self.dispute_game == empty(address), "AlreadySet"
+    assert game != empty(address), "ZeroAddress"
+    self.dispute_game = game
 
 
 # -- packed job fields --------------------------------------------------------
@@ -281,7 +362,7 @@ def jobs(job_id: uint256) -> JobView:
         requested_at=m.requested_at,
         commit_deadline=m.commit_deadline,
         reveal_deadline=m.reveal_deadline,
-        finalize_after=job.finalize_after,
+        finalize_after=job.finalize_after & MASK64,
         state=m.state,
         seats=m.seats,
         reveals=m.reveals,
@@ -293,7 +374,7 @@ def jobs(job_id: uint256) -> JobView:
 def request(model_id: uint256, input_hash: bytes32, mode: uint256, k: uint256, max_fee: uint256) -> uint256:
     """
     @notice Escrows fee * k from the caller (approve first, or use permit) and opens a
-            job. `k` is 1 for signed jobs and the quorum size for quorum jobs.
+            job. `k` is the quorum size for quorum jobs and 1 for the others.
             `max_fee` is the most the caller accepts per execution: a model owner who
             raises the fee just before the request cannot take more than that.
     """
@@ -305,12 +386,12 @@ def request(model_id: uint256, input_hash: bytes32, mode: uint256, k: uint256, m
     assert owner != empty(address), "UnknownModel"
     assert not deprecated, "ModelDeprecated"
     assert fee <= max_fee, "FeeTooHigh"
-    assert mode == MODE_SIGNED or mode == MODE_QUORUM, "ModeNotAllowed"
+    assert mode == MODE_SIGNED or mode == MODE_QUORUM or mode == MODE_OPTIMISTIC, "ModeNotAllowed"
     assert modes & mode == mode, "ModeNotAllowed"
-    if mode == MODE_SIGNED:
-        assert k == 1, "InvalidQuorum"
-    else:
+    if mode == MODE_QUORUM:
         assert k >= staticcall PARAMS.min_quorum() and k <= staticcall PARAMS.max_quorum(), "InvalidQuorum"
+    else:
+        assert k == 1, "InvalidQuorum"
     assert input_hash != empty(bytes32), "InvalidHash"
 
     job_id: uint256 = self.job_count + 1
@@ -522,17 +603,166 @@ def submit_receipt(job_id: uint256, output_hash: bytes32, node: address, signatu
     assert block.timestamp < m.reveal_deadline, "DeadlinePassed"
     self._check_receipt(job_id, m, output_hash, node, signature)
     finalize_after: uint256 = block.timestamp + staticcall PARAMS.audit_window()
+    self._submit(job_id, m, node, output_hash, finalize_after, self._audit_bps(self._jobs[job_id].escrow, node))
+    log ReceiptSubmitted(job_id=job_id, node=node, output_hash=output_hash, finalize_after=finalize_after)
+
+
+@external
+def submit_claim(job_id: uint256, output_hash: bytes32, trace_final: bytes32, trace_root: bytes32, ops: uint256):
+    """
+    @notice An optimistic job's result, claimed by the drawn node that ran it traced:
+            the output hash, h_N (the end of the trace's hash chain), the Merkle root
+            over the ops' output hashes and the op count. It is paid once
+            `challenge_window` passed with every dispute over it settled in its favour.
+    """
+    m: Meta = self._unpack(self._jobs[job_id].meta)
+    assert m.state == STATE_OPEN, "JobNotOpen"
+    assert m.mode == MODE_OPTIMISTIC, "WrongMode"
+    assert block.timestamp < m.reveal_deadline, "DeadlinePassed"
+    assert output_hash != empty(bytes32) and trace_final != empty(bytes32), "InvalidHash"
+    assert trace_root != empty(bytes32), "InvalidHash"
+    assert ops >= 1 and ops <= MAX_OPS, "InvalidTrace"
+    assert self._drawn(job_id, m, msg.sender), "NotEligible"
+    self.claims[job_id] = Claim(trace_final=trace_final, trace_root=trace_root, ops=ops)
+    finalize_after: uint256 = block.timestamp + staticcall PARAMS.challenge_window()
+    self._submit(job_id, m, msg.sender, output_hash, finalize_after, 0)
+    log ClaimSubmitted(
+        job_id=job_id,
+        node=msg.sender,
+        output_hash=output_hash,
+        trace_final=trace_final,
+        trace_root=trace_root,
+        ops=ops,
+        finalize_after=finalize_after,
+    )
+
+
+@internal
+def _submit(job_id: uint256, m: Meta, node: address, output_hash: bytes32, finalize_after: uint256, audit_bps: uint256):
+    # finalize_after packs the hold [0,64), the submitting block [64,128) (whose hash
+    # draws the audit) and the audit probability in basis points [128,256).
+    assert finalize_after <= MASK64, "InvalidParam"
     self.seat_holders[job_id].append(node)
     self._jobs[job_id].result = output_hash
-    if finalize_after > block.timestamp:
-        # With no audit window the job is finalizable at once: skip the storage write.
-        self._jobs[job_id].finalize_after = finalize_after
-    m.seats = 1
-    m.reveals = 1
-    m.state = STATE_SUBMITTED
-    self._jobs[job_id].meta = self._pack(m)
+    self._jobs[job_id].finalize_after = finalize_after | (block.number << 64) | (audit_bps << 128)
+    n: Meta = m
+    n.seats = 1
+    n.reveals = 1
+    n.state = STATE_SUBMITTED
+    self._jobs[job_id].meta = self._pack(n)
     extcall NODES.assign(node)
-    log ReceiptSubmitted(job_id=job_id, node=node, output_hash=output_hash, finalize_after=finalize_after)
+
+
+@internal
+@view
+def _audit_bps(escrow: uint256, node: address) -> uint256:
+    """
+    @dev p for a signed job, in basis points. Cheating saves the node at most its share F
+         of the fee; caught, it forfeits F and a lost dispute slashes S. Deterrence needs
+         p * (S + F) > F; p = max(floor, margin * F / (S + F)) meets it `margin` times.
+    """
+    fee_share: uint256 = escrow - escrow * staticcall PARAMS.owner_bps() // BPS - escrow * staticcall PARAMS.treasury_bps() // BPS
+    least: uint256 = staticcall PARAMS.audit_bps()
+    if fee_share == 0:
+        return least
+    slash: uint256 = staticcall NODES.bonded(node) * staticcall PARAMS.slash_fault_bps() // BPS
+    margin: uint256 = staticcall PARAMS.audit_margin_bps()
+    need: uint256 = (margin * fee_share + slash + fee_share - 1) // (slash + fee_share)
+    return min(BPS, max(least, need))
+
+
+@internal
+@view
+def _audited(job_id: uint256, packed: uint256) -> bool:
+    """
+    @dev Whether a submitted signed job was drawn for audit. The seed is the hash of the
+         block that holds the receipt: unknown to whoever sent it. Once that hash is
+         out of the EVM's 256-block reach the job counts as drawn (held: the safe side).
+    """
+    submit_block: uint256 = (packed >> 64) & MASK64
+    if block.number <= submit_block:
+        return True
+    if block.number > submit_block + 256:
+        return True
+    draw: uint256 = convert(keccak256(abi_encode(blockhash(submit_block), job_id)), uint256)
+    return draw % BPS < packed >> 128
+
+
+@external
+@view
+def claim_of(job_id: uint256) -> ClaimView:
+    """
+    @notice A submitted job's claim: for optimistic jobs the trace commitment, for signed
+            jobs the audit draw (`audited` is final from the block after submission).
+    """
+    packed: uint256 = self._jobs[job_id].finalize_after
+    m: Meta = self._unpack(self._jobs[job_id].meta)
+    node: address = empty(address)
+    if m.seats > 0:
+        node = self.seat_holders[job_id][0]
+    claim: Claim = self.claims[job_id]
+    return ClaimView(
+        node=node,
+        output_hash=self._jobs[job_id].result,
+        trace_final=claim.trace_final,
+        trace_root=claim.trace_root,
+        ops=claim.ops,
+        submit_block=(packed >> 64) & MASK64,
+        audit_bps=packed >> 128,
+        audited=m.mode == MODE_SIGNED and m.state == STATE_SUBMITTED and self._audited(job_id, packed),
+        open_disputes=self.open_disputes[job_id],
+    )
+
+
+@external
+def open_dispute(job_id: uint256) -> (address, uint256, bytes32, bytes32, bytes32, uint256):
+    """
+    @notice Called by the DisputeGame when a staked node challenges a job's result:
+            an optimistic claim within its challenge window, or a signed job drawn for
+            audit within its audit window. Holds the job until the game ends and returns
+            (node, model_id, input_hash, output_hash, trace_final, ops); a signed job
+            has no trace (ops 0).
+    """
+    assert msg.sender == self.dispute_game, "NotDisputeGame"
+    m: Meta = self._unpack(self._jobs[job_id].meta)
+    assert m.state == STATE_SUBMITTED, "NotChallengeable"
+    packed: uint256 = self._jobs[job_id].finalize_after
+    assert block.timestamp < packed & MASK64, "ChallengeClosed"
+    if m.mode == MODE_SIGNED:
+        assert self._audited(job_id, packed), "NotAudited"
+    self.open_disputes[job_id] += 1
+    log DisputeOpened(job_id=job_id, open_disputes=self.open_disputes[job_id])
+    claim: Claim = self.claims[job_id]
+    return (
+        self.seat_holders[job_id][0],
+        self._jobs[job_id].model_id,
+        self._jobs[job_id].input_hash,
+        self._jobs[job_id].result,
+        claim.trace_final,
+        claim.ops,
+    )
+
+
+@external
+def close_dispute(job_id: uint256, verdict: uint256) -> bool:
+    """
+    @notice Called by the DisputeGame when a game over `job_id` ends. A refuted claim
+            refunds the job at once; returns True when this verdict refuted it (False
+            when an earlier game already had).
+    """
+    assert msg.sender == self.dispute_game, "NotDisputeGame"
+    self.open_disputes[job_id] -= 1
+    log DisputeClosed(job_id=job_id, verdict=verdict, open_disputes=self.open_disputes[job_id])
+    m: Meta = self._unpack(self._jobs[job_id].meta)
+    if m.state != STATE_SUBMITTED:
+        return False
+    if verdict == VERDICT_REFUTED:
+        self._refund(job_id, m, self._jobs[job_id].requester, self._jobs[job_id].escrow)
+        extcall NODES.release(self.seat_holders[job_id][0])
+        return True
+    if verdict == VERDICT_UNDECIDED:
+        self.undecided[job_id] = True
+    return False
 
 
 @internal
@@ -590,14 +820,20 @@ def _penalize(job_id: uint256, node: address, reason: uint256, bps: uint256, tre
 @external
 @view
 def finalizable(job_id: uint256) -> bool:
-    return self._finalizable(self._unpack(self._jobs[job_id].meta), self._jobs[job_id].finalize_after)
+    return self._finalizable(job_id, self._unpack(self._jobs[job_id].meta))
 
 
 @internal
 @view
-def _finalizable(m: Meta, finalize_after: uint256) -> bool:
+def _finalizable(job_id: uint256, m: Meta) -> bool:
     if m.state == STATE_SUBMITTED:
-        return block.timestamp >= finalize_after
+        if self.open_disputes[job_id] > 0:
+            return False
+        packed: uint256 = self._jobs[job_id].finalize_after
+        if block.timestamp >= packed & MASK64:
+            return True
+        # A signed job the audit did not draw is paid at once.
+        return m.mode == MODE_SIGNED and not self._audited(job_id, packed)
     if m.state != STATE_OPEN:
         return False
     if block.timestamp >= m.reveal_deadline:
@@ -616,11 +852,15 @@ def finalize(job_id: uint256):
     """
     m: Meta = self._unpack(self._jobs[job_id].meta)
     assert m.state == STATE_OPEN or m.state == STATE_SUBMITTED, "JobNotOpen"
-    assert self._finalizable(m, self._jobs[job_id].finalize_after), "TooEarly"
+    assert self.open_disputes[job_id] == 0, "DisputeOpen"
+    assert self._finalizable(job_id, m), "TooEarly"
     holders: DynArray[address, MAX_SEATS] = self.seat_holders[job_id]
 
     if m.state == STATE_SUBMITTED:
-        self._pay(job_id, m, self._jobs[job_id].result, holders)
+        if self.undecided[job_id]:
+            self._refund(job_id, m, self._jobs[job_id].requester, self._jobs[job_id].escrow)
+        else:
+            self._pay(job_id, m, self._jobs[job_id].result, holders)
         extcall NODES.release(holders[0])
         return
 

@@ -166,6 +166,15 @@ def set_model_owner(model_id: uint256, owner: address):
 
 @external
 @view
+def model_cid(model_id: uint256) -> Bytes[MAX_CID]:
+    """
+    @notice The binary CIDv1 of the model file: what an execution trace starts from.
+    """
+    return self.models[model_id].model_cid
+
+
+@external
+@view
 def terms(model_id: uint256) -> (address, uint256, uint256, bool):
     """
     @notice What the market needs to price a job, without copying the CIDs:

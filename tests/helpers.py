@@ -27,6 +27,10 @@ def assert_nothing_lost(net: Network) -> None:
     d = net.deployment
     assert d.token.balance_of(d.market.address) == d.market.total_escrow() + d.market.total_owed()
     assert d.token.balance_of(d.nodes.address) == d.nodes.total_bonded()
+    # The dispute game holds the bonds of open games and what it owes (bonds back, rewards).
+    assert (
+        d.token.balance_of(d.disputes.address) == d.disputes.total_bonds() + d.disputes.total_owed()
+    )
     assert d.token.total_supply() == 1_000_000_000 * 10**18
     open_escrow = 0
     paid = {e.args["job_id"]: e.args for e in d.market.history("JobPaid")}

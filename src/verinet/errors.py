@@ -11,7 +11,8 @@ VerinetError
 │   │   ├── ReceiptMalleable
 │   │   └── ReceiptWrongSigner
 │   ├── CommitmentMismatchError      (ValueError)
-│   └── BlobMismatch                 (ValueError)   a peer served bytes that do not hash to the CID
+│   ├── BlobMismatch                 (ValueError)   a peer served bytes that do not hash to the CID
+│   └── MalformedEvidence            (ValueError)   dispute evidence that is not well-formed
 ├── HubError                                         content addressing and the blob store
 │   ├── MalformedCid                 (ValueError)
 │   ├── BlobNotFound                 (LookupError)
@@ -37,6 +38,10 @@ VerinetError
 │   └── InputHashMismatch                            the inputs do not hash to the job's input hash
 ├── ExecutionFailed                  (RuntimeError) onnxruntime refused or failed a run
 │   └── ExecutionTimeout             (TimeoutError) stopped at its deadline
+├── ZkError                                          zk mode: circuits, keys, proofs, verifiers
+│   ├── CircuitBuildFailed           (RuntimeError) ezkl could not build the circuit or its keys
+│   ├── VerifierBuildFailed          (RuntimeError) the EVM verifier did not compile or fit
+│   └── ProvingFailed                (RuntimeError) ezkl could not make a witness or a proof
 ├── NodeError                                        what a node answers about its own work
 │   ├── UnknownJob                   (LookupError)  no such job on-chain (or not for this node)
 │   ├── ModelNotServed               (LookupError)  the node does not serve that model
@@ -108,6 +113,10 @@ class CommitmentMismatchError(ProtocolViolation, ValueError):
 
 class BlobMismatch(ProtocolViolation, ValueError):
     """A peer served bytes that do not hash to the CID that was asked for."""
+
+
+class MalformedEvidence(ProtocolViolation, ValueError):
+    """A defender's dispute evidence (JSON, fields, hashes, tensors, size) is not well-formed."""
 
 
 class HubError(VerinetError):
@@ -218,6 +227,24 @@ class ExecutionTimeout(ExecutionFailed, TimeoutError):
     """A run passed its time limit and was stopped (the model loops or is too slow)."""
 
 
+class ZkError(VerinetError):
+    """zk mode: building a model's circuit, keys and EVM verifier, and proving runs of it."""
+
+
+class CircuitBuildFailed(ZkError, RuntimeError):
+    """ezkl could not turn the model into a circuit, settings or keys (an unsupported
+    operator, a circuit too large for the SRS, an SRS that does not fit)."""
+
+
+class VerifierBuildFailed(ZkError, RuntimeError):
+    """The EVM verifier did not compile, or its runtime code exceeds the EIP-170 limit."""
+
+
+class ProvingFailed(ZkError, RuntimeError):
+    """ezkl could not make the witness or the proof for these inputs (for example, a value
+    outside the ranges the circuit was calibrated for)."""
+
+
 class NodeError(VerinetError):
     """What a node answers about its own work (mapped to HTTP 404/409 by its API)."""
 
@@ -299,7 +326,10 @@ def _revert(reason: str, hint: str, doc: str) -> type[ContractRevert]:
 _REASONS: dict[str, str] = {
     "ZeroAddress": "pass a non-zero address",
     "InvalidParam": "the parameter is outside its allowed range (see Params)",
-    "UnbondingTooShort": "unbonding_delay must exceed commit+reveal+audit+challenge windows",
+    "UnbondingTooShort": (
+        "unbonding_delay must exceed the commit, reveal, audit and challenge windows "
+        "plus the longest dispute (Params.dispute_span)"
+    ),
     "NotOwner": "only the contract owner may call this",
     "NotProtocol": "only registered protocol contracts may call this",
     "AlreadyRegistered": "this address already has a node; use set_endpoint to change it",
@@ -323,7 +353,7 @@ _REASONS: dict[str, str] = {
     "InvalidHash": "hashes must be non-zero",
     "JobNotOpen": "the job is not open (unknown id, or already settled)",
     "WrongMode": "this call does not apply to the job's verification mode",
-    "DeadlinePassed": "the job's deadline for this step has passed",
+    "DeadlinePassed": "the deadline for this step (of the job or the dispute game) has passed",
     "SeatsFull": "all k seats of the quorum are taken",
     "AlreadyCommitted": "this node already committed to the job",
     "SeatsTaken": "a node committed already; the quorum settles by commit and reveal now",
@@ -337,11 +367,31 @@ _REASONS: dict[str, str] = {
     "InvalidSignature": "the signature must be 65 bytes (r, s, v) with v in {27, 28}",
     "MalleableSignature": "the signature's s is in the upper half order; normalise to low-s",
     "WrongSigner": "the receipt was not signed by the node it names",
-    "TooEarly": "the job cannot be finalized yet; wait for its deadline or reveals",
+    "TooEarly": (
+        "too early: the job cannot be finalized yet (wait for its deadline, reveals or "
+        "hold), or the game's deadline has not passed"
+    ),
     "InsufficientAllowance": "approve the contract for at least the amount first",
     "InsufficientBalance": "the balance is lower than the amount",
     "PermitExpired": "the permit's deadline has passed; sign a new one",
     "PermitInvalidSignature": "the permit was not signed by the owner",
+    "NotDeployer": "only the account that deployed the market may name its dispute game",
+    "AlreadySet": "the dispute game is already named; it is set once",
+    "InvalidTrace": "a traced claim covers 1 to 2**20 ops; run the job traced and claim its count",
+    "NotDisputeGame": "only the market's dispute game may open or close disputes",
+    "NotChallengeable": "only a submitted signed or optimistic result can be disputed",
+    "ChallengeClosed": "the job's challenge (or audit) window has ended",
+    "NotAudited": "this signed job was not drawn for audit; only drawn jobs can be disputed",
+    "DisputeOpen": "a dispute over the job is still running; finalize after it ends",
+    "NotStaked": "only a registered node with at least the minimum stake may challenge",
+    "AlreadyChallenged": "this node already challenged the job",
+    "Conflicted": "the defender and the challenger cannot act for the other side or vote",
+    "NotYourMove": "it is the other party's move in this game (or the game is past that phase)",
+    "StepMismatch": "sha256(agreed link || step hash) must equal the disputed link",
+    "NotVoting": "the game is not in its vote",
+    "AlreadyVoted": "this node already voted in the game",
+    "CommitteeFull": "the committee has all its votes",
+    "GameOver": "the game has ended (or does not exist)",
 }
 
 # snekmate's modules revert with their own strings; map them to the same tree.

@@ -95,10 +95,18 @@ def test_params_only_owner_and_in_range(net: Network) -> None:
 
 def test_unbonding_must_outlast_every_window(net: Network) -> None:
     p, owner = net.deployment.params, addr(net.deployer)
+    span = p.dispute_span()
+    assert span == 43 * p.snapshot().move_timeout + p.snapshot().vote_window
     with pytest.raises(UnbondingTooShort):
-        p.set_windows(100, 100, 100, 100, 400, sender=owner)
-    p.set_windows(100, 100, 100, 100, 401, sender=owner)
-    assert p.snapshot().unbonding_delay == 401
+        p.set_windows(100, 100, 100, 100, 400 + span, sender=owner)
+    p.set_windows(100, 100, 100, 100, 401 + span, sender=owner)
+    assert p.snapshot().unbonding_delay == 401 + span
+    # Longer disputes must fit in the unbonding delay too.
+    s = p.snapshot()
+    with pytest.raises(UnbondingTooShort):
+        p.set_disputes(
+            s.challenge_bond, s.move_timeout + 1, s.vote_window, 3, 5_000, 2_000, sender=owner
+        )
     # Deadlines are packed into 64 bits on-chain: absurd windows are refused outright.
     with pytest.raises(InvalidParam):
         p.set_windows(100, 100, 100, 100, 2**32 + 1, sender=owner)

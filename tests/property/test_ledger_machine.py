@@ -40,6 +40,8 @@ from verinet.devnet.bootstrap import MAX_UINT, TOKEN, Network, bootstrap, placeh
 from verinet.errors import REVERT_REASONS, ContractRevert
 from verinet.protocol.receipts import Receipt, sign_receipt
 from verinet.protocol.rules import (
+    audit_bps,
+    audit_drawn,
     commitment,
     is_selected,
     resolve_quorum,
@@ -178,6 +180,8 @@ class _Job:
     stake_total: int = 0  # total active stake when requested: the draw's denominator
     request_block: int = 0
     finalize_after: int = 0
+    submit_block: int = 0  # a signed job's receipt block: its hash draws the audit
+    audit_p: int = 0  # the audit probability in basis points
     state: JobState = JobState.OPEN
     seats: list[Address] = field(default_factory=list)
     commits: dict[Address, tuple[Hash32, bytes]] = field(default_factory=dict)
@@ -286,10 +290,19 @@ class LedgerMachine(RuleBasedStateMachine):
             return data.draw(st.sampled_from(preferred), label="node")
         return self.pool[data.draw(NODE, label="node")]
 
-    def _finalizable(self, job: _Job) -> bool:
+    def _audit_drawn(self, job: _Job, block: int) -> bool:
+        """The audit draw as seen from block `block` (held while undecided or out of reach)."""
+        if block <= job.submit_block or block > job.submit_block + 256:
+            return True
+        block_hash = self.chain.block(job.submit_block).hash  # type: ignore[attr-defined]
+        return audit_drawn(block_hash, job.job_id, job.audit_p)
+
+    def _finalizable(self, job: _Job, *, next_block: bool = False) -> bool:
+        """As `finalizable` answers now, or (next_block) as a finalize sent now would find."""
         now = self.chain.timestamp()
         if job.state == JobState.SUBMITTED:
-            return now >= job.finalize_after
+            block = self.chain.block_number() + next_block
+            return now >= job.finalize_after or not self._audit_drawn(job, block)
         if job.state != JobState.OPEN:
             return False
         if now >= job.reveal_deadline:
@@ -481,7 +494,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(
         case=st.sampled_from(
-            ("unknown_model", "optimistic", "signed_k2", "quorum_k1", "quorum_k16", "zero_input")
+            ("unknown_model", "zk", "signed_k2", "quorum_k1", "quorum_k16", "zero_input")
         )
     )
     def request_refused(self, case: str) -> None:
@@ -489,8 +502,8 @@ class LedgerMachine(RuleBasedStateMachine):
         reason = "InvalidQuorum"
         if case == "unknown_model":
             model_id, reason = ModelId(99), "UnknownModel"
-        elif case == "optimistic":
-            mode, reason = Mode.OPTIMISTIC, "ModeNotAllowed"
+        elif case == "zk":
+            mode, reason = Mode.ZK, "ModeNotAllowed"
         elif case == "signed_k2":
             mode, k = Mode.SIGNED, 2
         elif case == "quorum_k1":
@@ -663,6 +676,18 @@ class LedgerMachine(RuleBasedStateMachine):
         (submitted,) = self.d.market.events(receipt, "ReceiptSubmitted")
         assert (submitted.args["node"], submitted.args["output_hash"]) == (node, output)
         assert submitted.args["finalize_after"] == now + self.p.audit_window
+        n = self.nodes[node]
+        job.submit_block = receipt.block_number
+        job.audit_p = audit_bps(
+            Wei(job.escrow),
+            Wei(n.stake + n.unbonding),
+            slash_bps=self.p.slash_fault_bps,
+            owner_bps=self.p.owner_bps,
+            treasury_bps=self.p.treasury_bps,
+            floor_bps=self.p.audit_bps,
+            margin_bps=self.p.audit_margin_bps,
+        )
+        assert self.d.market.claim_of(job.job_id).audit_bps == job.audit_p
         job.state = JobState.SUBMITTED
         job.finalize_after = now + self.p.audit_window
         job.seats.append(node)
@@ -693,11 +718,10 @@ class LedgerMachine(RuleBasedStateMachine):
         return amount
 
     def _finalize(self, job: _Job, sender: Address) -> bool:
-        finalizable = self._finalizable(job)
-        assert self.d.market.finalizable(job.job_id) == finalizable
+        assert self.d.market.finalizable(job.job_id) == self._finalizable(job)
         if job.state.terminal:
             reason: str | None = "JobNotOpen"
-        elif not finalizable:
+        elif not self._finalizable(job, next_block=True):
             reason = "TooEarly"
         else:
             reason = None

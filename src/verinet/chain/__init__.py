@@ -11,6 +11,7 @@ from verinet.chain._backend import Chain, Log, TxReceipt
 from verinet.chain._revert import decode_revert
 from verinet.chain.contracts import InferenceMarket, ModelRegistry, NodeRegistry, Params, Token
 from verinet.chain.deploy import Deployment, deploy_protocol
+from verinet.chain.disputes import DisputeGame
 from verinet.chain.embedded import EmbeddedChain
 from verinet.protocol.receipts import Receipt, recover_signer, sign_receipt, verify_receipt
 
@@ -19,6 +20,7 @@ __all__ = [
     "BoundContract",
     "Chain",
     "Deployment",
+    "DisputeGame",
     "EmbeddedChain",
     "Event",
     "InferenceMarket",

@@ -21,7 +21,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-CONTRACT_NAMES = ("Token", "Params", "NodeRegistry", "ModelRegistry", "InferenceMarket")
+CONTRACT_NAMES = (
+    "Token",
+    "Params",
+    "NodeRegistry",
+    "ModelRegistry",
+    "InferenceMarket",
+    "DisputeGame",
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from verinet.chain._abi import BoundContract
 from verinet.chain._backend import TxReceipt
 from verinet.protocol.receipts import Receipt
 from verinet.protocol.types import (
+    Claim,
     Job,
     JobState,
     Mode,
@@ -133,6 +134,14 @@ class Params(BoundContract):
         "owner_bps",
         "treasury_bps",
         "treasury",
+        "challenge_bond",
+        "move_timeout",
+        "vote_window",
+        "committee_size",
+        "dispute_winner_bps",
+        "dispute_committee_bps",
+        "audit_bps",
+        "audit_margin_bps",
     )
 
     def snapshot(self) -> ParamsSnapshot:
@@ -166,6 +175,35 @@ class Params(BoundContract):
 
     def set_selection(self, oversample: int, round_seconds: int, *, sender: Address) -> TxReceipt:
         return self._send("set_selection", oversample, round_seconds, sender=sender)
+
+    def set_disputes(
+        self,
+        bond: Wei,
+        move_timeout: int,
+        vote_window: int,
+        committee: int,
+        winner_bps: int,
+        committee_bps: int,
+        *,
+        sender: Address,
+    ) -> TxReceipt:
+        return self._send(
+            "set_disputes",
+            bond,
+            move_timeout,
+            vote_window,
+            committee,
+            winner_bps,
+            committee_bps,
+            sender=sender,
+        )
+
+    def set_audit(self, floor_bps: int, margin_bps: int, *, sender: Address) -> TxReceipt:
+        return self._send("set_audit", floor_bps, margin_bps, sender=sender)
+
+    def dispute_span(self) -> int:
+        """The longest a dispute can run once opened, in seconds."""
+        return int(self._call("dispute_span"))
 
     def set_slash(self, fault_bps: int, noshow_bps: int, *, sender: Address) -> TxReceipt:
         return self._send("set_slash", fault_bps, noshow_bps, sender=sender)
@@ -379,6 +417,20 @@ class InferenceMarket(BoundContract):
     def finalizable(self, job_id: JobId) -> bool:
         return bool(self._call("finalizable", job_id))
 
+    def may_finalize(self, job_id: JobId) -> bool:
+        """Whether a finalize sent now may succeed. `finalizable` answers as of the latest
+        block, but a signed job's audit draw is the hash of the block holding its receipt:
+        while that block is the latest the draw is open, and the finalize transaction's
+        own block decides it (a held job then reverts TooEarly)."""
+        if self.finalizable(job_id):
+            return True
+        claim = self.claim_of(job_id)
+        return (
+            claim.audited
+            and claim.open_disputes == 0
+            and claim.submit_block >= self.chain.block_number()
+        )
+
     def receipt_digest(self, job_id: JobId, output_hash: Hash32, node: Address) -> Hash32:
         return Hash32(self._call("receipt_digest", job_id, output_hash, node))
 
@@ -431,6 +483,41 @@ class InferenceMarket(BoundContract):
             [r.signature for r in receipts],
             sender=sender,
         )
+
+    def submit_claim(
+        self,
+        job_id: JobId,
+        output_hash: Hash32,
+        trace_final: Hash32,
+        trace_root: Hash32,
+        ops: int,
+        *,
+        sender: Address,
+    ) -> TxReceipt:
+        """An optimistic job's traced result, sent by the drawn node itself."""
+        return self._send(
+            "submit_claim", job_id, output_hash, trace_final, trace_root, ops, sender=sender
+        )
+
+    def claim_of(self, job_id: JobId) -> Claim:
+        v = self._call("claim_of", job_id)
+        return Claim(
+            node=v[0],
+            output_hash=Hash32(v[1]),
+            trace_final=Hash32(v[2]),
+            trace_root=Hash32(v[3]),
+            ops=v[4],
+            submit_block=v[5],
+            audit_bps=v[6],
+            audited=v[7],
+            open_disputes=v[8],
+        )
+
+    def dispute_game(self) -> Address:
+        return Address(self._call("dispute_game"))
+
+    def set_dispute_game(self, game: Address, *, sender: Address) -> TxReceipt:
+        return self._send("set_dispute_game", game, sender=sender)
 
     def finalize(self, job_id: JobId, *, sender: Address) -> TxReceipt:
         return self._send("finalize", job_id, sender=sender)

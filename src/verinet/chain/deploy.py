@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from verinet.chain._abi import deploy_contract
 from verinet.chain._backend import Chain
 from verinet.chain.contracts import InferenceMarket, ModelRegistry, NodeRegistry, Params, Token
+from verinet.chain.disputes import DisputeGame
 from verinet.types import Address, Wei
 
 DEFAULT_SUPPLY = Wei(1_000_000_000 * 10**18)
@@ -14,7 +15,7 @@ DEFAULT_SUPPLY = Wei(1_000_000_000 * 10**18)
 
 @dataclass(frozen=True, slots=True)
 class Deployment:
-    """The five protocol contracts of one Verinet deployment."""
+    """The six protocol contracts of one Verinet deployment."""
 
     chain: Chain
     token: Token
@@ -22,6 +23,7 @@ class Deployment:
     nodes: NodeRegistry
     models: ModelRegistry
     market: InferenceMarket
+    disputes: DisputeGame
 
     def addresses(self) -> dict[str, Address]:
         return {
@@ -30,6 +32,7 @@ class Deployment:
             "NodeRegistry": self.nodes.address,
             "ModelRegistry": self.models.address,
             "InferenceMarket": self.market.address,
+            "DisputeGame": self.disputes.address,
         }
 
     @classmethod
@@ -42,6 +45,7 @@ class Deployment:
             nodes=NodeRegistry(chain, addresses["NodeRegistry"]),
             models=ModelRegistry(chain, addresses["ModelRegistry"]),
             market=InferenceMarket(chain, addresses["InferenceMarket"]),
+            disputes=DisputeGame(chain, addresses["DisputeGame"]),
         )
 
 
@@ -53,10 +57,12 @@ def deploy_protocol(
     supply: Wei = DEFAULT_SUPPLY,
     keep_minter: bool = False,
 ) -> Deployment:
-    """Deploy Token, Params, NodeRegistry, ModelRegistry and InferenceMarket and wire them.
+    """Deploy Token, Params, NodeRegistry, ModelRegistry, InferenceMarket and DisputeGame
+    and wire them.
 
-    The whole token supply goes to `deployer`; the market is made the registry's only
-    protocol contract (the one allowed to assign and slash).
+    The whole token supply goes to `deployer`; the market and the dispute game are made
+    the registry's protocol contracts (the market assigns, releases and slashes; the game
+    slashes the loser of a dispute), and the market is told its dispute game.
     """
     treasury = treasury or deployer
     token, _ = deploy_contract(
@@ -78,6 +84,13 @@ def deploy_protocol(
         [token, params, nodes, models],
         sender=deployer,
     )
+    disputes, _ = deploy_contract(
+        chain,
+        "DisputeGame",
+        ["address", "address", "address", "address", "address"],
+        [token, params, nodes, models, market],
+        sender=deployer,
+    )
     deployment = Deployment.at(
         chain,
         {
@@ -86,7 +99,10 @@ def deploy_protocol(
             "NodeRegistry": nodes,
             "ModelRegistry": models,
             "InferenceMarket": market,
+            "DisputeGame": disputes,
         },
     )
     deployment.nodes.set_protocol(market, True, sender=deployer)
+    deployment.nodes.set_protocol(disputes, True, sender=deployer)
+    deployment.market.set_dispute_game(disputes, sender=deployer)
     return deployment

@@ -119,6 +119,17 @@ class Block:
     number: int
     timestamp: int
     transaction: MinedTx | None = None
+    hash: bytes = b""
+    """What BLOCKHASH returns for it: keccak of the number, time and transaction hash, so
+    it is unknown until the block exists (the audit draw depends on that)."""
+
+    @classmethod
+    def make(cls, number: int, timestamp: int, transaction: MinedTx | None = None) -> Block:
+        tx_hash = b"" if transaction is None else bytes.fromhex(transaction.receipt.tx_hash[2:])
+        digest = keccak(
+            b"verinet embedded block" + number.to_bytes(32, "big") + timestamp.to_bytes(32, "big")
+        )
+        return cls(number, timestamp, transaction, keccak(digest + tx_hash))
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +170,7 @@ class EmbeddedChain:
         self._chain_id = chain_id
         self._accounts: dict[str, LocalAccount] = {}
         self._logs: list[Log] = []
-        self._blocks = [Block(int(self._patch.block_number), int(self._patch.timestamp))]
+        self._blocks = [Block.make(int(self._patch.block_number), int(self._patch.timestamp))]
         self._mined: dict[TxHash, MinedTx] = {}
         self._tx_count = 0
         self._snapshots: dict[int, _Saved] = {}
@@ -203,7 +214,12 @@ class EmbeddedChain:
             now = int(time.time()) + self._time_offset
             self._patch.timestamp = max(int(self._patch.timestamp), now)
 
+    def _sync_hashes(self) -> None:
+        """BLOCKHASH for the block being built: the 256 before it, newest first."""
+        self._patch.prev_hashes = [block.hash for block in self._blocks[-1:-257:-1]]
+
     def _next_block(self, sender: str, data: bytes) -> tuple[int, TxHash]:
+        self._sync_hashes()
         self._patch.block_number += 1
         self._patch.prevrandao = keccak(
             b"verinet embedded prevrandao" + self._patch.block_number.to_bytes(32, "big")
@@ -322,7 +338,7 @@ class EmbeddedChain:
             success=success,
             output=bytes(computation.output),
         )
-        self._blocks.append(Block(number, int(self._patch.timestamp), mined))
+        self._blocks.append(Block.make(number, int(self._patch.timestamp), mined))
         self._mined[tx_hash] = mined
         self._announce()
         return mined
@@ -504,7 +520,8 @@ class EmbeddedChain:
         self._patch.timestamp += seconds
         self._time_offset += seconds
         self._patch.block_number += 1
-        self._blocks.append(Block(int(self._patch.block_number), int(self._patch.timestamp)))
+        self._blocks.append(Block.make(int(self._patch.block_number), int(self._patch.timestamp)))
+        self._sync_hashes()
         self._announce()
 
     @_locked
@@ -539,5 +556,6 @@ class EmbeddedChain:
             if block.transaction is not None:
                 del self._mined[block.transaction.receipt.tx_hash]
         del self._blocks[saved.n_blocks :]
+        self._sync_hashes()
         self._tx_count = saved.tx_count
         self._announce()

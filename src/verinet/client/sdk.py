@@ -474,11 +474,16 @@ class Client:
             if status != last:
                 say(status)
                 last = status
-            if market.finalizable(job_id):
-                # JobNotOpen: a node finalized first.
+            if market.may_finalize(job_id):
+                # JobNotOpen: a node finalized first. TooEarly: the audit drew the job.
                 with contextlib.suppress(JobNotOpen, TooEarly):
                     transactions["finalize"] = market.finalize(job_id, sender=self.address).tx_hash
-                continue
+                    continue
+            if job.state == JobState.SUBMITTED and not market.may_finalize(job_id):
+                # Held (drawn for audit, or an optimistic claim in its challenge window):
+                # the result is in and checkable now; the node is paid when the hold ends.
+                say(f"result submitted; held until chain time {job.finalize_after}")
+                return job
             if time.monotonic() > deadline:
                 raise JobNotSettled(
                     f"job {job_id} is still {job.state.name} after {self.timeout:.0f} s; it ends "
@@ -572,14 +577,20 @@ class Client:
             )
         checks.append("outputs hash to the result")
         job = self.deployment.market.job(result.job_id)
-        if job.state != JobState.PAID or job.result != result.output_hash:
+        settled = job.state in (JobState.PAID, JobState.SUBMITTED)
+        if not settled or job.result != result.output_hash:
             raise VerificationFailed(
                 f"on-chain job {result.job_id} is {job.state.name} with result "
-                f"0x{job.result.hex()}, not PAID with 0x{result.output_hash.hex()}"
+                f"0x{job.result.hex()}, not PAID (or SUBMITTED) with 0x{result.output_hash.hex()}"
             )
         if job.input_hash != result.input_hash or job.model_id != result.model_id:
             raise VerificationFailed("the on-chain job is for other inputs or another model")
-        checks.append("the chain settled on this result (PAID)")
+        checks.append(
+            "the chain settled on this result (PAID)"
+            if job.state == JobState.PAID
+            else f"the chain holds this result (SUBMITTED: paid after chain time "
+            f"{job.finalize_after} unless a dispute refutes it)"
+        )
         if job.mode == Mode.SIGNED:
             if not result.receipts:
                 raise VerificationFailed("a signed job's result needs the node's receipt")

@@ -76,7 +76,7 @@ def bootstrap(
     clients: int = 2,
     stake: Wei = DEFAULT_STAKE,
     fee: Wei = DEFAULT_FEE,
-    modes: Mode = Mode.SIGNED | Mode.QUORUM,
+    modes: Mode = Mode.SIGNED | Mode.QUORUM | Mode.OPTIMISTIC,
 ) -> Network:
     """Deploy the protocol and bring up `nodes` staked nodes serving one published model.
 

@@ -71,9 +71,23 @@ def run_signed(
     signed = sign_for(net, node, job_id, input_hash, output_hash)
     run.receipt = signed
     run.transactions.append(("submit_receipt", d.market.submit_receipt(signed, sender=sender)))
+    finalize_after_hold(net, job_id)
     run.transactions.append(("finalize", d.market.finalize(job_id, sender=sender)))
     run.job = d.market.job(job_id)
     return run
+
+
+def finalize_after_hold(net: Network, job_id: JobId) -> None:
+    """Move a dev chain past a submitted job's hold when it has one: a signed job drawn for
+    audit (the draw is decided from the block after the receipt's), an optimistic claim."""
+    market = net.deployment.market
+    if market.finalizable(job_id):
+        return
+    if market.claim_of(job_id).submit_block >= net.chain.block_number():
+        net.chain.advance_time(0)  # a block, so the audit draw is decided
+    if not market.finalizable(job_id):
+        hold = market.job(job_id).finalize_after
+        net.chain.advance_time(max(0, hold - net.chain.timestamp()) + 1)
 
 
 def run_quorum(

@@ -69,6 +69,12 @@ class Windows:
     # oversample 2) is served when the draw widens, one round later.
     selection_round: int = 2
     oversample: int = 2
+    # Holds on submitted results: a signed job drawn for audit, an optimistic claim.
+    audit: int = 20
+    challenge: int = 20
+    # Each dispute move, and the committee's vote.
+    move_timeout: int = 10
+    vote_window: int = 20
 
 
 @dataclass
@@ -388,9 +394,18 @@ def _tune(deployment: Deployment, owner: Address, windows: Windows) -> None:
     params.set_windows(
         windows.commit,
         windows.reveal,
-        current.audit_window,
-        current.challenge_window,
+        windows.audit,
+        windows.challenge,
         current.unbonding_delay,
+        sender=owner,
+    )
+    params.set_disputes(
+        current.challenge_bond,
+        windows.move_timeout,
+        windows.vote_window,
+        current.committee_size,
+        current.dispute_winner_bps,
+        current.dispute_committee_bps,
         sender=owner,
     )
     params.set_selection(windows.oversample, windows.selection_round, sender=owner)

@@ -37,6 +37,7 @@ from verinet.errors import (
     ResultNotReady,
     RevealNotOpen,
     SeatsFull,
+    TooEarly,
     UnknownJob,
     VerinetError,
 )
@@ -697,12 +698,14 @@ class Node:
         return record
 
     def _settle(self, record: JobRecord, job: Job, now: int) -> JobRecord:
-        if not self.settings.finalize or not self.market.finalizable(record.job_id):
+        if not self.settings.finalize or not self.market.may_finalize(record.job_id):
             return record
         try:
             tx = self.market.finalize(record.job_id, sender=self.address)
         except JobNotOpen:
             return record  # someone else finalized; the event will say how it ended
+        except TooEarly:
+            return record  # drawn for audit: held until its audit window ends
         self.metrics.transactions.labels(kind="finalize").inc()
         settled = self.market.job(record.job_id)
         return self.db.update(

@@ -101,3 +101,34 @@ def is_selected(seed: Hash32, node: Address, stake: Wei, total_stake: Wei, multi
         return False
     draw = int.from_bytes(keccak(encode(["bytes32", "address"], [seed, node])), "big") % total_stake
     return draw < stake * multiplier
+
+
+def audit_bps(
+    escrow: Wei,
+    bonded: Wei,
+    *,
+    slash_bps: int,
+    owner_bps: int,
+    treasury_bps: int,
+    floor_bps: int,
+    margin_bps: int,
+) -> int:
+    """p, the probability (basis points) that a signed job is drawn for audit.
+
+    Cheating saves a node at most its share F of the fee; caught, it forfeits F and is
+    slashed S = bonded * slash_bps. Deterrence needs p * (S + F) > F, so
+    p = max(floor, ceil(margin * F / (S + F))) meets it `margin` times over.
+    """
+    fee_share = escrow - escrow * owner_bps // BPS - escrow * treasury_bps // BPS
+    if fee_share == 0:
+        return floor_bps
+    slash = bonded * slash_bps // BPS
+    need = -(-margin_bps * fee_share // (slash + fee_share))
+    return min(BPS, max(floor_bps, need))
+
+
+def audit_drawn(block_hash: bytes, job_id: int, p_bps: int) -> bool:
+    """Whether the audit draws a signed job: keccak(block hash ‖ job id) mod 10^4 < p, where
+    the block is the one that holds the job's receipt."""
+    draw = int.from_bytes(keccak(encode(["bytes32", "uint256"], [block_hash, job_id])), "big")
+    return draw % BPS < p_bps

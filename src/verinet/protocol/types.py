@@ -27,7 +27,7 @@ class Mode(IntFlag):
 class JobState(IntEnum):
     NONE = 0
     OPEN = 1
-    SUBMITTED = 2  # a signed job's receipt is in; paid after the audit window
+    SUBMITTED = 2  # a signed receipt or optimistic claim is in; paid after its hold
     PAID = 3
     REFUNDED = 4
 
@@ -109,3 +109,78 @@ class ParamsSnapshot:
     owner_bps: int
     treasury_bps: int
     treasury: Address
+    challenge_bond: Wei
+    move_timeout: int
+    vote_window: int
+    committee_size: int
+    dispute_winner_bps: int
+    dispute_committee_bps: int
+    audit_bps: int
+    audit_margin_bps: int
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A submitted signed or optimistic job's claim, as InferenceMarket.claim_of gives it.
+
+    Optimistic claims carry the trace commitment (h_N, Merkle root, op count); a signed
+    job's carries none (ops 0) but says whether the audit drew it.
+    """
+
+    node: Address
+    output_hash: Hash32
+    trace_final: Hash32
+    trace_root: Hash32
+    ops: int
+    submit_block: int
+    audit_bps: int
+    audited: bool
+    open_disputes: int
+
+
+class GamePhase(IntEnum):
+    NONE = 0
+    DEFENDER = 1  # the defender posts its link at mid
+    CHALLENGER = 2  # the challenger agrees or not
+    STEP = 3  # the defender reveals the disputed step's hash
+    VOTE = 4  # the committee judges the step
+    DONE = 5
+
+
+class GameOutcome(IntEnum):
+    NONE = 0
+    DEFENDER = 1
+    CHALLENGER = 2
+    DRAW = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Game:
+    """One dispute game, as DisputeGame.games gives it."""
+
+    game_id: int
+    job_id: JobId
+    defender: Address
+    challenger: Address
+    model_id: ModelId
+    bond: Wei
+    phase: GamePhase
+    outcome: GameOutcome
+    lo: int
+    hi: int
+    lo_link: Hash32
+    hi_link: Hash32
+    mid_link: Hash32
+    step_hash: Hash32
+    deadline: int
+    committee: int
+    votes_defender: int
+    votes_challenger: int
+    seed: Hash32
+    vote_block: int
+    vote_opened_at: int
+    stake_total: Wei
+
+    @property
+    def mid(self) -> int:
+        return (self.lo + self.hi) // 2

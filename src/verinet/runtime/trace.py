@@ -113,6 +113,8 @@ class Trace:
     nodes: tuple[onnx.NodeProto, ...] = field(repr=False)
     values: Mapping[str, Array] = field(repr=False)
     """Every value of the run by name: the request's inputs and each op's outputs."""
+    input_names: tuple[str, ...] = ()
+    """The graph inputs' names in declared order (their tensors are in `values`)."""
 
     @property
     def ops(self) -> int:
@@ -197,6 +199,7 @@ class Tracer:
             root=merkle_root(op_hashes),
             nodes=self.nodes,
             values={**feeds, **values},
+            input_names=tuple(self.input_names),
         )
 
 
