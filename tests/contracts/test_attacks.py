@@ -14,7 +14,7 @@ import pytest
 
 from tests.helpers import addr, assert_nothing_lost, h
 from verinet.devnet.bootstrap import TOKEN, Network, stake_node
-from verinet.devnet.jobs import run_quorum, sign_for
+from verinet.devnet.jobs import finalize_after_hold, run_quorum, sign_for
 from verinet.errors import FeeTooHigh, NotEligible, NotProtocol
 from verinet.protocol.rules import commitment
 from verinet.protocol.types import JobState, Mode
@@ -64,6 +64,7 @@ def test_requester_cannot_void_a_receipt_with_dust_stake(net: Network) -> None:
     d.token.approve(d.nodes.address, Wei(1), sender=addr(client))
     d.nodes.stake(Wei(1), sender=addr(client))
     d.market.submit_receipt(receipt, sender=addr(node))
+    finalize_after_hold(net, job_id)
     d.market.finalize(job_id, sender=addr(node))
     assert d.market.job(job_id).state is JobState.PAID
     assert_nothing_lost(net)

@@ -62,6 +62,8 @@ def test_wire_reads_nested_lists_and_big_endian_free_b64() -> None:
     [
         ({"dtype": "float32", "shape": [3], "data": [1, 2]}, "needs 3"),
         ({"dtype": "float99", "shape": [1], "data": [1]}, "dtype"),
+        ({"dtype": ["float32"], "shape": [1], "data": [1]}, "dtype"),
+        ({"dtype": {"name": "float32"}, "shape": [1], "data": [1]}, "dtype"),
         ({"dtype": "int8", "shape": [1], "data": [300]}, "int8"),
         ({"dtype": "int32", "shape": [1], "data": [1.5]}, "integers"),
         ({"dtype": "float32", "shape": [2], "b64": "AAAA"}, "needs 8"),

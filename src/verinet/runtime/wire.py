@@ -70,7 +70,7 @@ def tensor_from_json(value: Any, *, where: str = "tensor", max_bytes: int) -> Ar
         unknown = sorted(str(key) for key in value if key not in _FIELDS)
         raise MalformedTensor(f"{where}: unknown field(s) {unknown}; use dtype, shape, data|b64")
     name = value.get("dtype")
-    if name not in ELEMENT_TYPES:
+    if not isinstance(name, str) or name not in ELEMENT_TYPES:
         raise MalformedTensor(f"{where}: dtype {name!r} is not one of {sorted(ELEMENT_TYPES)}")
     shape = _shape(value.get("shape"), where)
     count = math.prod(shape)
