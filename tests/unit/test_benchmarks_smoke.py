@@ -43,3 +43,31 @@ def test_bench_chain_smoke(tmp_path: Path) -> None:
             assert fast["transactions"] == 2
             assert fast["gas_per_job"] < jobs[f"quorum({k})"]["gas_per_job"]
         assert r["throughput"]["erc20_transfer_tx_per_s"] > 0
+
+
+def test_bench_disputes_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_disputes.py"),
+            "--quick",
+            "--json",
+            str(out),
+        ],
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=300,
+    )
+    results = json.loads(out.read_text())
+    rows = results["disputes_embedded"]
+    assert [r["ops"] for r in rows] == [10, 100]
+    for r in rows:
+        # The wrong op is put where bisection takes its most rounds, ceil(log2(N + 1)).
+        assert r["rounds"] == r["max_rounds"] and r["step"] == r["ops"]
+        assert r["gas"]["vote"] > 0 and r["gas"]["reveal_step"] > 0
+        assert r["dispute_gas"] > 0 and r["baseline_job_gas"] > 0
+    assert rows[0]["dispute_gas"] < rows[1]["dispute_gas"]  # more rounds, more gas
+    for a in results["audits"]:
+        assert 0 <= a["detected"] <= 1 and a["expected"] == round(1 - (1 - a["p"]) ** a["n"], 3)
