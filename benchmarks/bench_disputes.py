@@ -150,10 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes (CI smoke run)")
     parser.add_argument("--anvil", action="store_true", help="measure gas on anvil too")
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--trials", type=int, default=100, help="audit trials per (p, n)")
     args = parser.parse_args(argv)
     sizes = [10, 100] if args.quick else [10, 100, 1000]
     ps, ns, trials = (
-        ([1000], [1, 5], 20) if args.quick else ([500, 1000, 2000], [1, 5, 10, 20], 100)
+        ([1000], [1, 5], 20) if args.quick else ([500, 1000, 2000], [1, 5, 10], args.trials)
     )
     results: dict[str, Any] = {}
     for backend in ["embedded", "anvil"] if args.anvil else ["embedded"]:

@@ -34,8 +34,11 @@ def test_demo_verifies_every_model_in_every_mode_through_nodes() -> None:
         (name, f"{mode}({k})") for name in ("mlp", "trees", "cnn") for mode, k in MODES
     ]
     assert {("signed", 1), ("quorum", 3)} <= set(MODES)
+    # A signed job the audit drew comes back SUBMITTED: held for the audit window, then paid.
+    held = [r for r in rows if r["outcome"] == "SUBMITTED"]
+    assert all(r["mode"].startswith("signed") for r in held), held
     for row in rows:
-        assert (row["verified"], row["outcome"]) == (True, "PAID"), row
+        assert row["verified"] and row["outcome"] in ("PAID", "SUBMITTED"), row
         if row["mode"].startswith("signed"):
             assert row["nodes"] == 1
             assert row["verification"].startswith("EIP-712 receipt signed by")
@@ -50,9 +53,12 @@ def test_demo_verifies_every_model_in_every_mode_through_nodes() -> None:
         by_model.setdefault(row["model"], set()).add(row["output_hash"])
     assert all(len(hashes) == 1 for hashes in by_model.values()), by_model
     assert len({row["job_id"] for row in rows}) == len(rows)
-    assert result["job_states"] == {"PAID": len(rows)}
+    # A held job may have been paid meanwhile (its node finalizes once the hold ends).
+    states = result["job_states"]
+    assert set(states) <= {"PAID", "SUBMITTED"} and sum(states.values()) == len(rows)
+    assert states.get("SUBMITTED", 0) <= len(held)
     audit = result["audit"]
-    assert audit["open_escrow"] == 0
+    assert (audit["open_escrow"] == 0) == ("SUBMITTED" not in states)
     assert audit["market_balance"] == audit["open_escrow"] + audit["owed"]
     assert audit["registry_balance"] == audit["bonded"] > 0
 

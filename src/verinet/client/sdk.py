@@ -476,10 +476,11 @@ class Client:
                 last = status
             if market.may_finalize(job_id):
                 # JobNotOpen: a node finalized first. TooEarly: the audit drew the job.
+                # Either way the job is read again before anything is concluded.
                 with contextlib.suppress(JobNotOpen, TooEarly):
                     transactions["finalize"] = market.finalize(job_id, sender=self.address).tx_hash
-                    continue
-            if job.state == JobState.SUBMITTED and not market.may_finalize(job_id):
+                continue
+            if job.state == JobState.SUBMITTED:
                 # Held (drawn for audit, or an optimistic claim in its challenge window):
                 # the result is in and checkable now; the node is paid when the hold ends.
                 say(f"result submitted; held until chain time {job.finalize_after}")

@@ -32,8 +32,9 @@ def audit(deployment: Deployment) -> dict[str, int]:
 
 def audit_jobs(deployment: Deployment, *, now: int | None = None) -> dict[str, Any]:
     """Per job: a PAID job's payouts + owner share + treasury share, or a REFUNDED job's
-    refund, equal its escrow; no open job is past its deadline (when `now` is given, someone
-    should have finalized it). Returns counts by state; raises `AssertionError` otherwise."""
+    refund, equal its escrow; no open job is past its deadline, nor a held one past its
+    hold (when `now` is given, someone should have finalized it). Returns counts by state;
+    raises `AssertionError` otherwise."""
     market = deployment.market
     paid = {e.args["job_id"]: e.args for e in market.history("JobPaid")}
     refunded = {e.args["job_id"]: e.args for e in market.history("JobRefunded")}
@@ -49,6 +50,6 @@ def audit_jobs(deployment: Deployment, *, now: int | None = None) -> dict[str, A
         elif job.state == JobState.REFUNDED:
             if refunded[job_id]["amount"] != job.escrow:
                 raise AssertionError(f"job {job_id}: refunded {refunded[job_id]['amount']}")
-        elif now is not None and now > job.reveal_deadline + 60:
+        elif now is not None and now > max(job.reveal_deadline, job.finalize_after) + 60:
             raise AssertionError(f"job {job_id} is still {job.state.name} past its deadline")
     return counts
