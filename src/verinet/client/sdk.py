@@ -483,8 +483,11 @@ class Client:
             if job.state == JobState.SUBMITTED:
                 # Held (drawn for audit, or an optimistic claim in its challenge window):
                 # the result is in and checkable now; the node is paid when the hold ends.
-                say(f"result submitted; held until chain time {job.finalize_after}")
-                return job
+                # Read once more: a node may have finalized since `job` was read.
+                held = market.job(job_id)
+                if held.state == JobState.SUBMITTED:
+                    say(f"result submitted; held until chain time {held.finalize_after}")
+                return held
             if time.monotonic() > deadline:
                 raise JobNotSettled(
                     f"job {job_id} is still {job.state.name} after {self.timeout:.0f} s; it ends "
