@@ -290,7 +290,7 @@ def infer(
         Path | None, typer.Option("--input", help=".json ({name: nested list}) or .npy")
     ] = None,
     example: Annotated[bool, typer.Option(help="use the sample model's example input")] = False,
-    mode: Annotated[str, typer.Option(help="signed or quorum")] = "signed",
+    mode: Annotated[str, typer.Option(help="signed, quorum or optimistic")] = "signed",
     k: Annotated[int, typer.Option("-k", help="quorum size")] = 3,
     devnet: DevnetDir = DEFAULT_DEVNET_DIR,
     rpc_url: RpcUrl = None,

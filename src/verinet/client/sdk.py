@@ -51,7 +51,7 @@ from verinet.runtime.tensors import Array, group_hash
 from verinet.runtime.wire import group_from_json, group_to_json
 from verinet.types import Address, Hash32, JobId, ModelId, TxHash, Wei
 
-ModeName = Literal["signed", "quorum"]
+ModeName = Literal["signed", "quorum", "optimistic"]
 Progress = Callable[[str], None]
 MAX_RESULT_BYTES = 64 * 1024 * 1024
 
@@ -223,10 +223,14 @@ class Client:
         say = progress or (lambda _: None)
         started = time.monotonic()
         model = ModelId(model_id)
-        mode_bit = {"signed": Mode.SIGNED, "quorum": Mode.QUORUM}.get(mode)
+        mode_bit = {
+            "signed": Mode.SIGNED,
+            "quorum": Mode.QUORUM,
+            "optimistic": Mode.OPTIMISTIC,
+        }.get(mode)
         if mode_bit is None:
-            raise ConfigError(f"mode must be 'signed' or 'quorum', not {mode!r}")
-        seats = 1 if mode_bit == Mode.SIGNED else k
+            raise ConfigError(f"mode must be 'signed', 'quorum' or 'optimistic', not {mode!r}")
+        seats = k if mode_bit == Mode.QUORUM else 1
         manifest = self.manifest(model)
         feeds = validate_inputs(manifest.inputs, manifest.input_policy, inputs)
         input_hash = group_hash(feeds)
@@ -538,6 +542,8 @@ class Client:
     ) -> tuple[Address, ...]:
         if job.mode == Mode.SIGNED:
             return tuple(self.deployment.market.seats_of(job.job_id)[:1])
+        if job.mode == Mode.OPTIMISTIC:
+            return (self.deployment.market.claim_of(job.job_id).node,)
         votes = self._votes(job) if votes is None else votes
         return tuple(n for n, v in votes.items() if v == job.result)
 
@@ -614,6 +620,22 @@ class Client:
             if self.deployment.market.seats_of(job.job_id)[:1] != [signer]:
                 raise VerificationFailed(f"the receipt's signer {signer} is not the paid node")
             checks.append(f"EIP-712 receipt signed by {signer[:10]}… (drawn, staked)")
+        elif job.mode == Mode.OPTIMISTIC:
+            claim = self.deployment.market.claim_of(job.job_id)
+            if claim.output_hash != job.result or claim.ops < 1:
+                raise VerificationFailed("the on-chain claim is not a traced claim of this result")
+            if claim.open_disputes:
+                raise VerificationFailed(
+                    f"{claim.open_disputes} dispute(s) over this result are still open"
+                )
+            checks.append(
+                f"claimed by {claim.node[:10]}… (drawn, staked) with a trace of {claim.ops} ops; "
+                + (
+                    "unrefuted through its challenge window"
+                    if job.state == JobState.PAID
+                    else "challengeable by any staked watcher until then"
+                )
+            )
         else:
             need = job.k // 2 + 1
             votes = self._votes(job)

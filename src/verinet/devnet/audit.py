@@ -21,7 +21,14 @@ def audit(deployment: Deployment) -> dict[str, int]:
             f"escrow audit failed: market holds {market_balance} for {escrow}+{owed}, "
             f"registry holds {registry_balance} for {bonded}"
         )
+    game_balance = d.token.balance_of(d.disputes.address)
+    bonds, game_owed = d.disputes.total_bonds(), d.disputes.total_owed()
+    if game_balance != bonds + game_owed:
+        raise AssertionError(
+            f"dispute audit failed: the game holds {game_balance} for {bonds}+{game_owed}"
+        )
     return {
+        "game_balance": game_balance,
         "market_balance": market_balance,
         "open_escrow": escrow,
         "owed": owed,

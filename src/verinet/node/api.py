@@ -323,6 +323,14 @@ def node_router(node: Node) -> APIRouter:
         except IndexError as exc:
             raise ResultNotReady(str(exc)) from None
 
+    @router.get("/v1/jobs/{job_id}/evidence/{step}", tags=["disputes"])
+    async def evidence(job_id: int, step: int) -> Response:
+        """The evidence for step `step` (1..N+1) of the result this node put on-chain: what a
+        dispute's committee re-executes the step from (graph inputs, the producers' outputs
+        with Merkle proofs, the op hashes before the step)."""
+        body = await asyncio.to_thread(node.evidence, JobId(job_id), step)
+        return Response(body, media_type="application/json")
+
     return router
 
 

@@ -78,6 +78,16 @@ class NodeSettings(BaseSettings):
             "waits for submit_quorum before committing (at most half the commit window)"
         ),
     )
+    watch_fraction: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "watchtower: the share of other nodes' optimistic results (and audited signed ones) "
+            "this node re-executes and challenges when wrong; drawn with a private key per job"
+        ),
+    )
+    jury: bool = Field(default=True, description="judge dispute games when drawn to the jury")
     withdraw_interval: float = Field(default=30.0, gt=0, description="seconds between claims")
     log_format: Literal["console", "json"] = "console"
     log_level: Literal["debug", "info", "warning", "error"] = "info"

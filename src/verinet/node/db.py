@@ -18,7 +18,7 @@ from typing import Any
 from verinet.protocol.types import Mode
 from verinet.types import Hash32, JobId, ModelId
 
-SCHEMA_VERSION = 2  # 2: handed_at
+SCHEMA_VERSION = 3  # 2: handed_at; 3: the trace commitment, claim_tx, games
 
 
 class Stage(StrEnum):
@@ -32,13 +32,16 @@ class Stage(StrEnum):
     REVEALED = "revealed"
     SUBMITTING = "submitting"  # signed receipt saved; submit tx may be in flight
     SUBMITTED = "submitted"
+    CLAIMING = "claiming"  # an optimistic claim is due; the claim tx may be in flight
+    WATCHING = "watching"  # another node's result is in: compare it with ours, challenge
     DONE = "done"  # the job ended on-chain (see `outcome`)
     LOST = "lost"  # not drawn in time, seats full, or another node's receipt won
     FAILED = "failed"  # the input could not be executed (see `error`)
+    WATCHED = "watched"  # another node's result, checked: confirmed or challenged (`error`)
 
     @property
     def final(self) -> bool:
-        return self in (Stage.DONE, Stage.LOST, Stage.FAILED)
+        return self in _FINAL
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +66,10 @@ class JobRecord:
     finalize_tx: str | None = None
     updated_at: float = 0.0
     handed_at: int | None = None  # chain time this node handed its quorum receipt out
+    ops: int | None = None  # an optimistic run's op count, h_N and Merkle root
+    trace_final: bytes | None = None
+    trace_root: bytes | None = None
+    claim_tx: str | None = None
 
     @property
     def sealed(self) -> bool:
@@ -88,7 +95,14 @@ class JobRecord:
 
 
 _COLUMNS = [f.name for f in fields(JobRecord)]
-_ADDED_COLUMNS = {"handed_at": "INTEGER"}  # by schema version 2
+_FINAL = frozenset({Stage.DONE, Stage.LOST, Stage.FAILED, Stage.WATCHED})
+_ADDED_COLUMNS = {  # by schema version
+    "handed_at": "INTEGER",
+    "ops": "INTEGER",
+    "trace_final": "BLOB",
+    "trace_root": "BLOB",
+    "claim_tx": "TEXT",
+}
 
 
 class JobDB:
@@ -108,6 +122,11 @@ class JobDB:
                     output_cid TEXT, output_hash BLOB, salt BLOB, signature BLOB, outcome TEXT,
                     error TEXT, commit_tx TEXT, reveal_tx TEXT, receipt_tx TEXT,
                     finalize_tx TEXT, updated_at REAL, handed_at INTEGER)"""
+            )
+            self._conn.execute(
+                """CREATE TABLE IF NOT EXISTS games (
+                    game_id INTEGER PRIMARY KEY, job_id INTEGER, role TEXT, done INTEGER,
+                    voted INTEGER, outcome TEXT, note TEXT, updated_at REAL)"""
             )
             # Columns added since a database was made come last in it: add what is missing
             # (inserts and selects name their columns, so the order does not matter).
@@ -178,8 +197,8 @@ class JobDB:
         finals = tuple(str(s) for s in Stage if s.final)
         with self._lock:
             rows = self._conn.execute(
-                f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE stage NOT IN (?, ?, ?) "
-                "ORDER BY job_id",
+                f"SELECT {', '.join(_COLUMNS)} FROM jobs "
+                f"WHERE stage NOT IN ({', '.join('?' * len(finals))}) ORDER BY job_id",
                 finals,
             ).fetchall()
         return [self._record(r) for r in rows]
@@ -198,3 +217,60 @@ class JobDB:
     def set_cursor(self, block: int) -> None:
         with self._lock:
             self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('cursor', ?)", (str(block),))
+
+    # -- dispute games this node plays or judges -------------------------------------------
+
+    def add_game(self, game_id: int, job_id: JobId, role: str) -> bool:
+        """Start following a game as `role` (defender, challenger or juror); False if known."""
+        with self._lock:
+            cursor = self._conn.execute(
+                "INSERT OR IGNORE INTO games (game_id, job_id, role, done, voted, updated_at) "
+                "VALUES (?, ?, ?, 0, 0, ?)",
+                (game_id, job_id, role, time.time()),
+            )
+            return cursor.rowcount == 1
+
+    def game(self, game_id: int) -> GameRecord | None:
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT {_GAME_COLUMNS} FROM games WHERE game_id = ?", (game_id,)
+            ).fetchone()
+        return None if row is None else GameRecord(*row)
+
+    def update_game(self, game_id: int, **changes: Any) -> None:
+        changes["updated_at"] = time.time()
+        sets = ", ".join(f"{name} = ?" for name in changes)
+        with self._lock:
+            self._conn.execute(
+                f"UPDATE games SET {sets} WHERE game_id = ?", [*changes.values(), game_id]
+            )
+
+    def open_games(self) -> list[GameRecord]:
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT {_GAME_COLUMNS} FROM games WHERE done = 0 ORDER BY game_id"
+            ).fetchall()
+        return [GameRecord(*row) for row in rows]
+
+    def games(self) -> list[GameRecord]:
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT {_GAME_COLUMNS} FROM games ORDER BY game_id"
+            ).fetchall()
+        return [GameRecord(*row) for row in rows]
+
+
+_GAME_COLUMNS = "game_id, job_id, role, done, voted, outcome, note"
+
+
+@dataclass(frozen=True, slots=True)
+class GameRecord:
+    """A dispute game this node follows: as a party, or as a possible juror."""
+
+    game_id: int
+    job_id: int
+    role: str  # defender, challenger, juror
+    done: int
+    voted: int
+    outcome: str | None
+    note: str | None

@@ -29,6 +29,12 @@ class NodeMetrics:
         self.transactions = Counter(
             "verinet_transactions", "Transactions sent, by kind", ["kind"], registry=self.registry
         )
+        self.games = Counter(
+            "verinet_dispute_games",
+            "Dispute games this node played or judged, by role and outcome",
+            ["role", "outcome"],
+            registry=self.registry,
+        )
         self.http_errors = Counter(
             "verinet_http_errors", "Requests refused, by error", ["error"], registry=self.registry
         )

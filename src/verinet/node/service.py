@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import httpx
@@ -30,6 +31,7 @@ from verinet.errors import (
     DeadlinePassed,
     InputHashMismatch,
     InputSealed,
+    InvalidInput,
     JobNotOpen,
     ModelNotServed,
     NotEligible,
@@ -48,8 +50,9 @@ from verinet.hub.replicate import fetch_blob, replicate_model
 from verinet.hub.store import DiskStore
 from verinet.node.config import NodeSettings
 from verinet.node.db import JobDB, JobRecord, Stage
+from verinet.node.disputes import DisputeDesk, Run, watch_draw
 from verinet.node.metrics import NodeMetrics
-from verinet.node.worker import ModelPool
+from verinet.node.worker import ModelPool, TracedRun
 from verinet.protocol.receipts import Receipt, receipt_requester, sign_receipt
 from verinet.protocol.rules import commitment
 from verinet.protocol.types import Job, JobState, Mode
@@ -120,8 +123,11 @@ class Node:
         }
         self.on_change: Callable[[], None] = lambda: None
         """Called (from any thread) when a job may be able to move: the daemon's wake-up."""
+        self.desk = DisputeDesk(self)
+        self._watch_secret = _secret(data / "watch.key")
 
     def close(self) -> None:
+        self.desk.close()
         self.pool.close()
         self.db.close()
 
@@ -328,26 +334,62 @@ class Node:
                 lost = self.db.update(job_id, stage=Stage.LOST, error="job no longer open")
                 return Accepted(lost, None)
             input_cid = self.store.put(encode_group(feeds))
-            try:
-                outputs = self._run(served, feeds, path="job")
-            except VerinetError as exc:
-                record = self.db.update(
-                    job_id, stage=Stage.FAILED, input_cid=input_cid, error=str(exc)
-                )
-                self._count(record)
-                raise
-            output_hash = group_hash([(s.name, outputs[s.name]) for s in served.manifest.outputs])
-            record = self.db.update(
-                job_id,
-                stage=Stage.READY,
-                input_cid=input_cid,
-                output_cid=self.store.put(encode_group(outputs)),
-                output_hash=output_hash,
-            )
+            if job.mode == Mode.OPTIMISTIC and not self._runs_optimistic(job_id):
+                # Neither drawn nor watching: keep the input, run it if drawn later.
+                self.db.update(job_id, stage=Stage.READY, input_cid=input_cid)
+                self.on_change()
+                return Accepted(self.record(job_id), None)
+            self.db.update(job_id, input_cid=input_cid)
+            record = self._execute_job(served, self.record(job_id), feeds)
             receipt = self._hand_receipt(record, receipt_request)
-        self.log.info("executed", job_id=job_id, output_hash=output_hash.hex()[:16])
+        assert record.output_hash is not None
+        self.log.info("executed", job_id=job_id, output_hash=record.output_hash.hex()[:16])
         self.on_change()
         return Accepted(self.record(job_id), receipt)
+
+    def _runs_optimistic(self, job_id: JobId) -> bool:
+        """Whether to run an optimistic job's input now: as its drawn node, or as a watcher
+        this job's private draw picked."""
+        if watch_draw(self._watch_secret, job_id, self.settings.watch_fraction):
+            return True
+        return self.market.is_eligible(job_id, self.address)
+
+    def _execute_job(
+        self, served: ServedModel, record: JobRecord, feeds: Mapping[str, Array]
+    ) -> JobRecord:
+        """Run a job's input (traced for an optimistic job) and store what it commits to;
+        a failed run ends the job for this node as FAILED (callers hold the job's lock)."""
+        job_id = record.job_id
+        traced: TracedRun | None = None
+        try:
+            if record.mode == Mode.OPTIMISTIC:
+                traced = self._run_traced(served, feeds)
+                outputs = traced.outputs
+            else:
+                outputs = self._run(served, feeds, path="job")
+        except VerinetError as exc:
+            failed = self.db.update(job_id, stage=Stage.FAILED, error=str(exc))
+            self._count(failed)
+            raise
+        return self.db.update(
+            job_id,
+            stage=Stage.READY,
+            output_cid=self.store.put(encode_group(outputs)),
+            output_hash=group_hash([(s.name, outputs[s.name]) for s in served.manifest.outputs]),
+            ops=None if traced is None else traced.ops,
+            trace_final=None if traced is None else traced.final,
+            trace_root=None if traced is None else traced.root,
+        )
+
+    def _run_traced(self, served: ServedModel, feeds: Mapping[str, Array]) -> TracedRun:
+        started = time.perf_counter()
+        try:
+            traced = self.pool.traced(served.manifest_cid, feeds)
+        except VerinetError as exc:
+            self._count_run("traced", started, exc)
+            raise
+        self._count_run("traced", started, None)
+        return traced
 
     def _check_receipt_request(self, job: Job, signature: bytes) -> None:
         if job.mode != Mode.QUORUM:
@@ -449,17 +491,13 @@ class Node:
         (signed) or once its answer is public: revealed or settled on-chain (quorum; earlier
         would let others copy)."""
         record = self._unsealed_if_settled(self.record(job_id))
-        published = (
-            not record.sealed if record.mode == Mode.QUORUM else record.signature is not None
-        )
-        if record.output_cid is None or not published:
+        if record.output_cid is None or not _published(record):
             raise ResultNotReady(
                 f"job {job_id} is at stage {record.stage}; its result is served once this node "
-                + (
-                    "has signed its receipt"
-                    if record.mode == Mode.SIGNED
-                    else "has revealed or the job is settled"
-                )
+                + {
+                    Mode.SIGNED: "has signed its receipt",
+                    Mode.OPTIMISTIC: "has claimed it on-chain (or checked another's claim)",
+                }.get(record.mode, "has revealed or the job is settled")
             )
         outputs = decode_group(self.store.get(Cid(record.output_cid)))
         receipt = self.receipt(record)
@@ -478,6 +516,7 @@ class Node:
                     ("commit", record.commit_tx),
                     ("reveal", record.reveal_tx),
                     ("receipt", record.receipt_tx),
+                    ("claim", record.claim_tx),
                     ("finalize", record.finalize_tx),
                 )
                 if v
@@ -497,6 +536,23 @@ class Node:
         inputs = decode_group(self.store.get(Cid(record.input_cid)))
         return self.pool.trace_step(served.manifest_cid, inputs, index)
 
+    def evidence(self, job_id: JobId, step: int) -> bytes:
+        """This node's evidence (JSON) for step `step` of the result it put on-chain: what a
+        dispute's committee judges the step from."""
+        record = self.record(job_id)
+        if record.receipt_tx is None and record.claim_tx is None:
+            raise ResultNotReady(
+                f"job {job_id}: this node serves evidence only for results it put on-chain"
+            )
+        last = 1 if record.mode == Mode.SIGNED else (record.ops or 0) + 1
+        if not 1 <= step <= last:
+            raise InvalidInput(f"step {step} is outside 1..{last} for job {job_id}")
+        return self.desk.evidence(record, step)
+
+    def dispute_run(self, record: JobRecord) -> Run:
+        """The run this node defends or challenges with in a game over the job: its own."""
+        return self.desk.run_of(record)
+
     # -- chain: events and steps ---------------------------------------------------------
 
     def poll(self) -> int:
@@ -510,9 +566,10 @@ class Node:
         )
         for event in events:
             self._on_event(event)
+        handled = len(events) + self.desk.poll(start)
         self.db.set_cursor(head + 1)
         self.metrics.block.set(head)
-        return len(events)
+        return handled
 
     def _on_event(self, event: Event) -> None:
         job_id = JobId(event.args["job_id"]) if "job_id" in event.args else None
@@ -541,7 +598,8 @@ class Node:
         """Move every active job one step; claim earnings now and then."""
         active = self.db.active()
         self.metrics.active_jobs.set(len(active))
-        now = self.chain.timestamp() if active else 0
+        games = self.db.open_games()
+        now = self.chain.timestamp() if active or games else 0
         for record in active:
             try:
                 with self._job_lock(record.job_id):
@@ -550,18 +608,23 @@ class Node:
                 self.log.warning("transaction refused", job_id=record.job_id, error=str(exc))
             except VerinetError as exc:
                 self.log.warning("step failed", job_id=record.job_id, error=str(exc))
+        if games:
+            self.desk.tick(now)
         if time.monotonic() - self._last_claim >= self.settings.withdraw_interval:
             self._last_claim = time.monotonic()
             self.claim()
 
     def claim(self) -> int:
-        """Withdraw what the market owes this node."""
-        owed = self.market.owed(self.address)
-        if owed:
-            self.market.withdraw(sender=self.address)
-            self.metrics.transactions.labels(kind="withdraw").inc()
-            self.log.info("withdrew", amount=owed)
-        return owed
+        """Withdraw what the market and the dispute game owe this node."""
+        total = 0
+        for contract in (self.market, self.desk.games):
+            owed = contract.owed(self.address)
+            if owed:
+                contract.withdraw(sender=self.address)
+                self.metrics.transactions.labels(kind="withdraw").inc()
+                self.log.info("withdrew", amount=owed, source=contract.NAME)
+                total += owed
+        return total
 
     def advance(self, job_id: JobId, *, now: int | None = None) -> JobRecord:
         """One step of a job (callers hold the job's lock). `now` is the chain's time, read
@@ -583,6 +646,8 @@ class Node:
             Stage.COMMITTED: self._committed,
             Stage.REVEALING: self._revealing,
             Stage.SUBMITTING: self._submitting,
+            Stage.CLAIMING: self._claiming,
+            Stage.WATCHING: self._watching,
             Stage.REVEALED: self._settle,
             Stage.SUBMITTED: self._settle,
         }[record.stage]
@@ -611,6 +676,9 @@ class Node:
 
     def _ready(self, record: JobRecord, job: Job, now: int) -> JobRecord:
         if job.state != JobState.OPEN:
+            if job.mode in (Mode.SIGNED, Mode.OPTIMISTIC) and record.output_hash is not None:
+                record = self.db.update(record.job_id, stage=Stage.WATCHING)
+                return self._watching(record, job, now)
             return self.db.update(record.job_id, stage=Stage.LOST, error="receipt from another")
         if job.mode == Mode.QUORUM and (job.seats >= job.k or now >= job.commit_deadline):
             return self.db.update(record.job_id, stage=Stage.LOST, error="no seat")
@@ -629,6 +697,14 @@ class Node:
         if not self.market.is_eligible(record.job_id, self.address):
             self._undrawn[record.job_id] = draw
             return record
+        if job.mode == Mode.OPTIMISTIC:
+            if record.output_hash is None:  # drawn for a job it was not watching
+                served = self.served(record.model_id)
+                assert record.input_cid is not None
+                feeds = decode_group(self.store.get(Cid(record.input_cid)))
+                record = self._execute_job(served, record, feeds)
+            record = self.db.update(record.job_id, stage=Stage.CLAIMING)
+            return self._claiming(record, job, now)
         assert record.output_hash is not None
         if job.mode == Mode.SIGNED:
             record = self.db.update(
@@ -697,6 +773,71 @@ class Node:
         self.on_change()
         return record
 
+    def _claiming(self, record: JobRecord, job: Job, now: int) -> JobRecord:
+        if job.state != JobState.OPEN:
+            if self.market.claim_of(record.job_id).node == self.address:
+                return self.db.update(record.job_id, stage=Stage.SUBMITTED)  # sent before a restart
+            record = self.db.update(record.job_id, stage=Stage.WATCHING)
+            return self._watching(record, job, now)
+        assert record.output_hash is not None and record.ops is not None
+        assert record.trace_final is not None and record.trace_root is not None
+        try:
+            tx = self.market.submit_claim(
+                record.job_id,
+                record.output_hash,
+                Hash32(record.trace_final),
+                Hash32(record.trace_root),
+                record.ops,
+                sender=self.address,
+            )
+        except NotEligible:
+            return self.db.update(record.job_id, stage=Stage.READY)
+        self.metrics.transactions.labels(kind="claim").inc()
+        self.log.info("claim submitted", job_id=record.job_id, ops=record.ops)
+        record = self.db.update(record.job_id, stage=Stage.SUBMITTED, claim_tx=tx.tx_hash)
+        self.on_change()
+        return record
+
+    def _watching(self, record: JobRecord, job: Job, now: int) -> JobRecord:
+        """Another node's result is on-chain: compare it with this node's run and challenge
+        it while it can be challenged (the watchtower; for a signed job, its audit)."""
+        claim = self.market.claim_of(record.job_id)
+        if claim.node == self.address:
+            return self.db.update(record.job_id, stage=Stage.SUBMITTED)
+        if job.mode == Mode.SIGNED:
+            if claim.submit_block >= self.chain.block_number():
+                return record  # the audit draw is the next block's
+            if not claim.audited:
+                return self.db.update(record.job_id, stage=Stage.WATCHED, error="not audited")
+            agrees = claim.output_hash == record.output_hash
+        else:
+            agrees = (claim.output_hash, claim.trace_final, claim.ops) == (
+                record.output_hash,
+                record.trace_final,
+                record.ops,
+            )
+        if agrees:
+            return self.db.update(
+                record.job_id, stage=Stage.WATCHED, error=f"checked {claim.node}'s result: right"
+            )
+        if self.desk.games.challenged(record.job_id, self.address):
+            return self.db.update(  # challenged before a restart; the game is followed
+                record.job_id, stage=Stage.WATCHED, error=f"challenged {claim.node}'s result"
+            )
+        if job.state != JobState.SUBMITTED or now >= job.finalize_after:
+            return self.db.update(
+                record.job_id,
+                stage=Stage.WATCHED,
+                error=f"{claim.node}'s result differs, but can no longer be challenged",
+            )
+        game_id = self.desk.challenge(record.job_id)
+        self.log.warning("challenged a wrong result", job_id=record.job_id, node=claim.node)
+        return self.db.update(
+            record.job_id,
+            stage=Stage.WATCHED,
+            error=f"challenged {claim.node}'s result: game {game_id}",
+        )
+
     def _settle(self, record: JobRecord, job: Job, now: int) -> JobRecord:
         if not self.settings.finalize or not self.market.may_finalize(record.job_id):
             return record
@@ -727,3 +868,21 @@ class Node:
             "models": sorted(self.models),
             "jobs": self.db.counts(),
         }
+
+
+def _published(record: JobRecord) -> bool:
+    """Whether a job's outputs may be shown: a quorum answer once no longer sealed, a signed
+    one once receipted, an optimistic one once claimed on-chain (by this node or another)."""
+    if record.mode == Mode.QUORUM:
+        return not record.sealed
+    if record.mode == Mode.OPTIMISTIC:
+        return record.claim_tx is not None or record.stage in (Stage.WATCHING, Stage.WATCHED)
+    return record.signature is not None
+
+
+def _secret(path: Path) -> bytes:
+    """A node's private random key, made once and kept in its data directory."""
+    if not path.exists():
+        path.write_bytes(os.urandom(32))
+        path.chmod(0o600)
+    return path.read_bytes()

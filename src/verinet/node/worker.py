@@ -40,9 +40,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from verinet.errors import ExecutionFailed, ExecutionTimeout
+from verinet.errors import ExecutionFailed, ExecutionTimeout, MalformedEvidence
 from verinet.hub.files import get_file
 from verinet.hub.publish import load_manifest
 from verinet.hub.safety import check_model, memory_bound
@@ -51,7 +51,15 @@ from verinet.node.config import Isolation
 from verinet.runtime.executor import OnnxExecutor
 from verinet.runtime.tensors import Array
 from verinet.runtime.wire import group_to_json
-from verinet.types import Cid
+from verinet.types import Cid, Hash32
+from verinet.verification.optimistic import (
+    Check,
+    Evidence,
+    Judgement,
+    judge_step,
+    links,
+    step_evidence,
+)
 
 MiB = 1024 * 1024
 GRACE = 5.0
@@ -65,6 +73,17 @@ INLINE_SEND = 256 * 1024
 """Requests up to this size are written to the pipe from the event loop; larger ones from a
 thread, so a big input never stalls the loop while the worker drains the pipe."""
 _PICKLE = pickle.HIGHEST_PROTOCOL
+
+
+class TracedRun(NamedTuple):
+    """What an optimistic run commits to, and the links a dispute is played over."""
+
+    outputs: dict[str, Array]
+    ops: int
+    final: Hash32
+    root: Hash32
+    links: list[Hash32]
+    step_hashes: list[Hash32]  # H_1 .. H_N
 
 
 class _Models:
@@ -120,6 +139,30 @@ class _Models:
             "root": "0x" + trace.root.hex(),
             "proof": ["0x" + s.hex() for s in step.proof.siblings],
         }
+
+    def traced(self, manifest_cid: str, inputs: Mapping[str, Array]) -> TracedRun:
+        """A traced run's outputs and its commitment (optimistic jobs)."""
+        trace = self.get(manifest_cid).run_traced(inputs)
+        return TracedRun(
+            dict(trace.outputs), trace.ops, trace.final, trace.root, links(trace),
+            list(trace.op_hashes),
+        )  # fmt: skip
+
+    def evidence(self, manifest_cid: str, inputs: Mapping[str, Array], step: int) -> bytes:
+        """The JSON `Evidence` for step `step` of a traced run (a dispute's defender)."""
+        return step_evidence(self.get(manifest_cid).run_traced(inputs), step).to_json()
+
+    def judge(self, manifest_cid: str, evidence: bytes, terms: dict[str, Any]) -> Judgement:
+        """A juror's `judge_step` on a defender's evidence (untrusted: it runs here, in a
+        capped worker when the model is not run inline)."""
+        executor = self.get(manifest_cid)
+        try:
+            parsed = Evidence.from_json(evidence)
+        except MalformedEvidence as exc:
+            return Judgement(False, Check.CLAIM, f"the evidence is malformed: {exc}")
+        return judge_step(
+            executor.model, executor.profile, evidence=parsed, timeout=self.timeout, **terms
+        )
 
 
 def _serve(conn: multiprocessing.connection.Connection, store_root: str, timeout: float,
@@ -307,6 +350,24 @@ class ModelPool:
             return self._local.trace_step(manifest_cid, inputs, index)
         step: dict[str, Any] = self._submit("trace_step", (manifest_cid, dict(inputs), index))
         return step
+
+    def traced(self, manifest_cid: str, inputs: Mapping[str, Array]) -> TracedRun:
+        """Run validated inputs traced: outputs, op count, h_N, Merkle root and links."""
+        if self._runs_inline(manifest_cid):
+            return self._local.traced(manifest_cid, inputs)
+        return self._submit("traced", (manifest_cid, dict(inputs)))  # type: ignore[no-any-return]
+
+    def evidence(self, manifest_cid: str, inputs: Mapping[str, Array], step: int) -> bytes:
+        """A defender's evidence for `step` of its traced run, as JSON."""
+        if self._runs_inline(manifest_cid):
+            return self._local.evidence(manifest_cid, inputs, step)
+        return self._submit("evidence", (manifest_cid, dict(inputs), step))  # type: ignore[no-any-return]
+
+    def judge(self, manifest_cid: str, evidence: bytes, terms: dict[str, Any]) -> Judgement:
+        """`judge_step` of untrusted evidence, where the model runs."""
+        if self._runs_inline(manifest_cid):
+            return self._local.judge(manifest_cid, evidence, terms)
+        return self._submit("judge", (manifest_cid, evidence, terms))  # type: ignore[no-any-return]
 
     def runs_inline(self, manifest_cid: str) -> bool:
         """Whether the model runs in the node's own process (decided when it was warmed)."""

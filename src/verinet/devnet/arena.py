@@ -1,0 +1,165 @@
+"""An in-process network stepped by hand: an embedded chain, nodes (honest, or `personas` that
+cheat) each serving its HTTP API on loopback, and a requester.
+
+The adversarial suite and the demo's staged dispute run here: every part is the real one
+(py-evm, onnxruntime, the nodes' own code and HTTP), only the clock is the arena's. `step`
+polls and ticks every node once, then moves chain time on, so a run is the same every time
+and a dispute that takes minutes of protocol time takes a second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+
+from verinet._server import serve
+from verinet.chain.deploy import Deployment, deploy_protocol
+from verinet.chain.embedded import EmbeddedChain
+from verinet.devnet.bootstrap import MAX_UINT, TOKEN, fund, stake_node
+from verinet.devnet.network import Windows, _tune
+from verinet.devnet.samples import SampleModel, publish_samples, sample_models
+from verinet.errors import VerinetError
+from verinet.hub.store import DiskStore
+from verinet.node.api import node_app
+from verinet.node.config import NodeSettings
+from verinet.node.service import Node
+from verinet.protocol.types import GamePhase, JobState, Mode
+from verinet.runtime.tensors import Array, group_hash
+from verinet.types import Address, JobId, ModelId, Wei
+
+STAKE = Wei(1_000 * TOKEN)
+
+NodeKind = Callable[..., Node]
+"""`Node` or a persona: called like `Node(settings, account, deployment)`."""
+
+
+@dataclass
+class Arena:
+    chain: EmbeddedChain
+    deployment: Deployment
+    nodes: list[Node]
+    urls: list[str]
+    client: LocalAccount
+    sample: SampleModel
+    model_id: ModelId
+    _stack: contextlib.ExitStack = field(repr=False)
+
+    @classmethod
+    def open(
+        cls,
+        folder: Path,
+        kinds: Sequence[NodeKind],
+        *,
+        sample: str = "mlp",
+        windows: Windows | None = None,
+        watch_fraction: float = 1.0,
+    ) -> Arena:
+        """Deploy, publish the sample, and start one staked node per entry of `kinds`."""
+        windows = windows or Windows()
+        chain = EmbeddedChain(accounts=len(kinds) + 4)
+        accounts = list(chain.accounts)
+        deployer, owner, client, treasury = accounts[:4]
+        node_accounts = accounts[4:]
+        d = deploy_protocol(
+            chain, deployer=Address(deployer.address), treasury=Address(treasury.address)
+        )
+        _tune(d, Address(deployer.address), windows)
+        hub = DiskStore(folder / "hub")
+        chosen = next(s for s in sample_models() if s.name == sample)
+        model_id = publish_samples(d, hub, Address(owner.address), [chosen])[sample].model_id
+        fund(d, Address(deployer.address), node_accounts, Wei(2 * STAKE))
+        fund(d, Address(deployer.address), [client], Wei(10_000 * TOKEN))
+        d.token.approve(d.market.address, Wei(MAX_UINT), sender=Address(client.address))
+        stack = contextlib.ExitStack()
+        nodes, urls = [], []
+        try:
+            for index, (kind, account) in enumerate(zip(kinds, node_accounts, strict=True)):
+                settings = NodeSettings(
+                    data_dir=folder / f"node-{index}",
+                    isolation="thread",
+                    withdraw_interval=1e9,
+                    watch_fraction=watch_fraction,
+                )
+                node = kind(settings, account, d)
+                stack.callback(node.close)
+                for cid in hub:
+                    node.store.put_verified(cid, hub.get(cid))
+                url = stack.enter_context(serve(node_app(node)))
+                stake_node(d, account, endpoint=url, stake=STAKE, models=[model_id])
+                node.sync_models()
+                nodes.append(node)
+                urls.append(url)
+        except BaseException:
+            stack.close()
+            raise
+        return cls(chain, d, nodes, urls, client, chosen, model_id, stack)
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def __enter__(self) -> Arena:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- driving -------------------------------------------------------------------------
+
+    def step(self, seconds: int = 1) -> None:
+        """Every node reads the chain and moves each of its jobs and games once; then chain
+        time moves on by `seconds`."""
+        for node in self.nodes:
+            node.poll()
+            node.tick()
+        self.chain.advance_time(seconds)
+
+    def request(
+        self, mode: Mode, inputs: Mapping[str, Array] | None = None, *, k: int = 1
+    ) -> JobId:
+        """Request a job on `inputs` (the sample's example by default) and hand the input to
+        every node, as a client does; a node that refuses it is skipped."""
+        feeds = dict(inputs or self.sample.example)
+        job_id, _ = self.deployment.market.request(
+            self.model_id, group_hash(feeds), mode, k, sender=Address(self.client.address)
+        )
+        for node in self.nodes:
+            with contextlib.suppress(VerinetError):
+                node.accept_input(job_id, feeds)
+        return job_id
+
+    def settled(self, job_ids: Sequence[JobId]) -> bool:
+        """Every job PAID or REFUNDED, and no dispute game left open."""
+        market, games = self.deployment.market, self.deployment.disputes
+        if not all(market.job(j).state.terminal for j in job_ids):
+            return False
+        return all(games.game(g).phase is GamePhase.DONE for g in range(1, games.game_count() + 1))
+
+    def run(self, job_ids: Sequence[JobId], *, limit: int = 2_000) -> int:
+        """Step until `settled(job_ids)`; returns the steps taken (AssertionError at `limit`)."""
+        for steps in range(1, limit + 1):
+            self.step()
+            if self.settled(job_ids):
+                return steps
+        states = {j: self.deployment.market.job(j).state.name for j in job_ids}
+        raise AssertionError(f"not settled after {limit} steps: {states}")
+
+    # -- reading the outcome -------------------------------------------------------------
+
+    def penalties(self) -> dict[Address, int]:
+        """Tokens slashed from each node, from the registry's books."""
+        return {
+            node.address: int(self.deployment.nodes.node(node.address).slashed)
+            for node in self.nodes
+        }
+
+    def job_states(self, job_ids: Sequence[JobId]) -> dict[JobId, JobState]:
+        return {j: self.deployment.market.job(j).state for j in job_ids}
+
+    def games(self) -> list[Any]:
+        games = self.deployment.disputes
+        return [games.game(g) for g in range(1, games.game_count() + 1)]
