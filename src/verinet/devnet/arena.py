@@ -45,6 +45,7 @@ class Arena:
     nodes: list[Node]
     urls: list[str]
     client: LocalAccount
+    treasury: Address
     sample: SampleModel
     model_id: ModelId
     _stack: contextlib.ExitStack = field(repr=False)
@@ -97,7 +98,9 @@ class Arena:
         except BaseException:
             stack.close()
             raise
-        return cls(chain, d, nodes, urls, client, chosen, model_id, stack)
+        return cls(
+            chain, d, nodes, urls, client, Address(treasury.address), chosen, model_id, stack
+        )
 
     def close(self) -> None:
         self._stack.close()
@@ -119,17 +122,37 @@ class Arena:
         self.chain.advance_time(seconds)
 
     def request(
-        self, mode: Mode, inputs: Mapping[str, Array] | None = None, *, k: int = 1
+        self,
+        mode: Mode,
+        inputs: Mapping[str, Array] | None = None,
+        *,
+        k: int = 1,
+        claimant: Node | None = None,
     ) -> JobId:
         """Request a job on `inputs` (the sample's example by default) and hand the input to
-        every node, as a client does; a node that refuses it is skipped."""
+        every node, as a client does; a node that refuses it is skipped.
+
+        With `claimant` (signed and optimistic jobs), that node gets the input first and is
+        stepped alone until it has put its result on-chain; the others get the input then
+        and watch it, so a run decides who answers instead of the draw."""
         feeds = dict(inputs or self.sample.example)
         job_id, _ = self.deployment.market.request(
             self.model_id, group_hash(feeds), mode, k, sender=Address(self.client.address)
         )
+        if claimant is not None:
+            claimant.accept_input(job_id, feeds)
+            round_ = self.deployment.params.selection_round()
+            for _ in range(100):
+                claimant.tick()
+                if self.deployment.market.job(job_id).state != JobState.OPEN:
+                    break
+                self.chain.advance_time(round_)
+            else:
+                raise AssertionError(f"{claimant.address} was never drawn for job {job_id}")
         for node in self.nodes:
-            with contextlib.suppress(VerinetError):
-                node.accept_input(job_id, feeds)
+            if node is not claimant:
+                with contextlib.suppress(VerinetError):
+                    node.accept_input(job_id, feeds)
         return job_id
 
     def settled(self, job_ids: Sequence[JobId]) -> bool:

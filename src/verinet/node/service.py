@@ -330,7 +330,8 @@ class Node:
             if record.stage != Stage.AWAITING_INPUT:
                 # A repeated upload changes nothing, but may still ask for the receipt.
                 return Accepted(record, self._hand_receipt(record, receipt_request))
-            if job.state != JobState.OPEN:
+            watchable = job.state == JobState.SUBMITTED and job.mode != Mode.QUORUM
+            if job.state != JobState.OPEN and not watchable:
                 lost = self.db.update(job_id, stage=Stage.LOST, error="job no longer open")
                 return Accepted(lost, None)
             input_cid = self.store.put(encode_group(feeds))
