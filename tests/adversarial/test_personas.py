@@ -18,23 +18,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import structlog
 
-from verinet.devnet.arena import Arena
+from verinet.devnet.arena import Arena, Campaign, inputs, run_campaign
 from verinet.devnet.audit import audit, audit_jobs
 from verinet.devnet.personas import PERSONAS, GriefingChallenger, Replayer
 from verinet.node.service import Node
 from verinet.protocol.types import GameOutcome, JobState, Mode
-from verinet.runtime.tensors import Array, group_hash
+from verinet.runtime.tensors import group_hash
 from verinet.types import Address, JobId
 
 pytestmark = pytest.mark.adversarial
 
-HONEST = 4
 SMALL, FULL = 2, 8
 """Jobs the persona claims, and as many claimed by honest nodes, per campaign."""
 
@@ -44,63 +42,6 @@ def _quiet() -> Iterator[None]:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     yield
     structlog.reset_defaults()
-
-
-def inputs(arena: Arena, i: int) -> dict[str, Array]:
-    """A different input per job (so a replayed or copied answer is wrong)."""
-    return {name: (value + i).astype(value.dtype) for name, value in arena.sample.example.items()}
-
-
-@dataclass
-class Campaign:
-    arena: Arena
-    cheater: Node
-    cheated: list[JobId] = field(default_factory=list)  # claimed by the persona
-    honest: list[JobId] = field(default_factory=list)  # claimed by honest nodes
-
-    @property
-    def honest_nodes(self) -> list[Node]:
-        return [n for n in self.arena.nodes if n is not self.cheater]
-
-    def honest_runs(self) -> int:
-        """Honest nodes' results and game moves put at stake: every honest claim, and every
-        game an honest node played (as defender or challenger)."""
-        honest = {n.address for n in self.honest_nodes}
-        parties = sum((g.defender in honest) + (g.challenger in honest) for g in self.arena.games())
-        return len(self.honest) + parties
-
-    def false_slashes(self) -> int:
-        """Honest nodes slashed, or games an honest party lost."""
-        honest = {n.address for n in self.honest_nodes}
-        slashed = sum(
-            1 for node, amount in self.arena.penalties().items() if node in honest and amount
-        )
-        lost = sum(
-            1
-            for g in self.arena.games()
-            if (g.defender in honest and g.outcome is GameOutcome.CHALLENGER)
-            or (g.challenger in honest and g.outcome is GameOutcome.DEFENDER)
-        )
-        return slashed + lost
-
-
-def run_campaign(tmp: Path, persona: type[Node], jobs: int) -> Campaign:
-    arena = Arena.open(tmp, [persona] + [Node] * HONEST)
-    campaign = Campaign(arena, arena.nodes[0])
-    try:
-        for i in range(jobs):
-            campaign.cheated.append(
-                arena.request(Mode.OPTIMISTIC, inputs(arena, 2 * i), claimant=campaign.cheater)
-            )
-            claimant = campaign.honest_nodes[i % HONEST]
-            campaign.honest.append(
-                arena.request(Mode.OPTIMISTIC, inputs(arena, 2 * i + 1), claimant=claimant)
-            )
-        arena.run(campaign.cheated + campaign.honest)
-    except BaseException:
-        arena.close()
-        raise
-    return campaign
 
 
 def check_books(arena: Arena) -> None:

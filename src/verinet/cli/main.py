@@ -90,6 +90,9 @@ def devnet_up(
         str, typer.Option(help="embedded (in-process EVM) or anvil (nodes as processes)")
     ] = "embedded",
     directory: Annotated[Path, typer.Option("--dir", help="where state goes")] = DEFAULT_DEVNET_DIR,
+    zk: Annotated[
+        bool, typer.Option(help="also publish mlp-zk: zk mode with a local test SRS (~2 s)")
+    ] = False,
 ) -> None:
     """Start a local network with sample models and run it until interrupted (Ctrl-C)."""
     from verinet.devnet.network import Devnet
@@ -99,7 +102,12 @@ def devnet_up(
     if (directory / "devnet.json").exists():
         (directory / "devnet.json").unlink()  # a stale description from an earlier run
     with _errors(), console.status("starting") as status:
-        net = Devnet.start(directory, chain=chain, nodes=nodes, progress=status.update)  # type: ignore[arg-type]
+        net = Devnet.start(directory, chain=chain, nodes=nodes, progress=status.update, zk=zk)  # type: ignore[arg-type]
+    if zk:
+        console.print(
+            "[yellow]mlp-zk's SRS was generated on this machine: FOR TESTING ONLY (whoever "
+            "made it can forge proofs). Try: verinet infer mlp-zk --example --mode zk[/]"
+        )
     try:
         _print_devnet(net.describe(), directory)
         stop = Path(directory / "devnet.json")
@@ -210,9 +218,9 @@ def model_publish(
     path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="the .onnx file")],
     name: Annotated[str, typer.Option(help="model name")],
     fee: Annotated[int, typer.Option(help="fee per execution, in wei of VNET")] = 10**18,
-    modes: Annotated[str, typer.Option(help="comma-separated: signed,quorum,optimistic")] = (
-        "signed,quorum"
-    ),
+    modes: Annotated[
+        str, typer.Option(help="comma-separated: signed,quorum,optimistic,zk")
+    ] = "signed,quorum",
     license: Annotated[str, typer.Option(help="SPDX license of the weights")] = "Apache-2.0",
     store: Annotated[
         Path | None, typer.Option(help="blob store nodes replicate from (default: devnet hub)")
@@ -221,10 +229,32 @@ def model_publish(
     rpc_url: RpcUrl = None,
     contracts: ContractsFile = None,
     keystore: Keystore = None,
+    sample: Annotated[
+        Path | None,
+        typer.Option(
+            help="zk: an input (.json or .npy) that fixes the circuit's shapes and scales"
+        ),
+    ] = None,
+    srs: Annotated[
+        Path | None, typer.Option(help="zk: the KZG SRS file of a public ceremony")
+    ] = None,
+    zk_max_bytes: Annotated[int, typer.Option(help="zk: largest model file to prove")] = 1 << 20,
 ) -> None:
-    """Check an ONNX model, store it where nodes fetch it, and register it on-chain."""
+    """Check an ONNX model, store it where nodes fetch it, and register it on-chain. With zk
+    among the modes, also build its circuit and EVM verifier and register the verifier."""
     from verinet.hub.publish import draft_manifest
     from verinet.hub.store import DiskStore
+
+    chosen = tuple(modes.split(","))
+    if "zk" in chosen:
+        with _errors():
+            net = load_network(
+                devnet, rpc_url=rpc_url, contracts_file=contracts, keystore=keystore, as_owner=True
+            )
+            _publish_zk(
+                path, name, fee, chosen, license, sample, srs, zk_max_bytes, store, devnet, net
+            )
+        return
 
     with _errors():
         net = load_network(
@@ -241,6 +271,46 @@ def model_publish(
         f"published [bold]{name}[/] as model {published.model_id}: model "
         f"{published.model_cid}, manifest {published.manifest_cid} "
         f"(tx {published.receipt.tx_hash})"
+    )
+
+
+def _publish_zk(
+    path: Path,
+    name: str,
+    fee: int,
+    modes: tuple[str, ...],
+    license: str,
+    sample: Path | None,
+    srs: Path | None,
+    max_bytes: int,
+    store: Path | None,
+    devnet: Path,
+    net: Network,
+) -> None:
+    from verinet.cli.zk import publish_with_zk
+    from verinet.hub.publish import draft_manifest
+    from verinet.hub.store import DiskStore
+
+    if sample is None:
+        raise typer.BadParameter("zk mode needs --sample FILE: an input that fixes the circuit")
+    data = path.read_bytes()
+    others = tuple(m for m in modes if m != "zk") or ("signed",)
+    manifest = draft_manifest(data, name=name, fee=fee, license=license, modes=others)
+    inputs = _read_inputs(sample, False, name, manifest)
+    published = publish_with_zk(
+        _client(net),
+        data,
+        manifest,
+        inputs,
+        store=DiskStore(store or devnet / "hub"),
+        srs=srs,
+        max_bytes=max_bytes,
+        out=console,
+    )
+    console.print(
+        f"published [bold]{name}[/] as model {published.model_id} with zk mode: manifest "
+        f"{published.published.manifest_cid}, verifier {published.verifier} "
+        f"(tx {published.published.receipt.tx_hash})"
     )
 
 
@@ -290,7 +360,7 @@ def infer(
         Path | None, typer.Option("--input", help=".json ({name: nested list}) or .npy")
     ] = None,
     example: Annotated[bool, typer.Option(help="use the sample model's example input")] = False,
-    mode: Annotated[str, typer.Option(help="signed, quorum or optimistic")] = "signed",
+    mode: Annotated[str, typer.Option(help="signed, quorum, optimistic or zk")] = "signed",
     k: Annotated[int, typer.Option("-k", help="quorum size")] = 3,
     devnet: DevnetDir = DEFAULT_DEVNET_DIR,
     rpc_url: RpcUrl = None,
@@ -308,7 +378,13 @@ def infer(
             result = client.infer(model_id, inputs, mode=mode, k=k)
         else:
             with console.status("requesting") as status:
-                result = client.infer(model_id, inputs, mode=mode, k=k, progress=status.update)
+
+                def say(line: str) -> None:  # warnings stay on screen; steps replace each other
+                    if line.startswith("WARNING"):
+                        console.print(f"[yellow]{line}[/]")
+                    status.update(line)
+
+                result = client.infer(model_id, inputs, mode=mode, k=k, progress=say)
     if as_json:
         print(json.dumps(_result_json(result), indent=2))
         return
@@ -531,9 +607,27 @@ def demo(
         f" + owed {a['owed']:,}; registry holds {a['registry_balance']:,} = bonded"
         f" {a['bonded']:,}; jobs {result['job_states']}. [green]Nothing lost.[/]"
     )
+    _print_dispute(result["dispute"])
     console.print(f"Done in {elapsed:.1f} s. Next: ./dev run (a devnet that stays up).")
-    if not all(r["verified"] for r in result["jobs"]):
+    dispute = result["dispute"]
+    caught = dispute["outcome"] == "REFUNDED" and dispute["slashed"] > 0
+    if not all(r["verified"] for r in result["jobs"]) or not caught:
         raise typer.Exit(1)
+
+
+def _print_dispute(d: dict[str, Any]) -> None:
+    token = 10**18
+    caught = d["outcome"] == "REFUNDED" and d["slashed"] > 0
+    colour = "green" if caught else "red"
+    console.print(
+        f"Staged dispute (optimistic job {d['job_id']}, {d['ops']} ops): node "
+        f"{d['cheater'][:10]}… claimed a wrong output. {d['games']} watcher(s) challenged; "
+        f"bisection to step {d['step']} in at most {d['rounds']} rounds; {d['jurors']} juror(s) "
+        f"voted, {d['votes_for_challenger']} against the claim. [{colour}]Job "
+        f"{d['outcome']}, cheater slashed {d['slashed'] / token:g} tokens[/], the first "
+        f"challenger won {d['challenger_reward'] / token:g} on a bond of {d['bond'] / token:g}; "
+        f"{d['protocol_seconds']} s of chain time."
+    )
 
 
 @app.command()

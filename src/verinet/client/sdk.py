@@ -51,7 +51,7 @@ from verinet.runtime.tensors import Array, group_hash
 from verinet.runtime.wire import group_from_json, group_to_json
 from verinet.types import Address, Hash32, JobId, ModelId, TxHash, Wei
 
-ModeName = Literal["signed", "quorum", "optimistic"]
+ModeName = Literal["signed", "quorum", "optimistic", "zk"]
 Progress = Callable[[str], None]
 MAX_RESULT_BYTES = 64 * 1024 * 1024
 
@@ -220,6 +220,10 @@ class Client:
         `JobRefunded` when the job ends refunded, `JobNotSettled` past `timeout`, and
         `VerificationFailed` when the evidence does not hold.
         """
+        if mode == "zk":  # committed to circuit instances, settled by a proof: client/zk.py
+            from verinet.client.zk import infer_zk
+
+            return infer_zk(self, model_id, inputs, verify=verify, progress=progress)
         say = progress or (lambda _: None)
         started = time.monotonic()
         model = ModelId(model_id)
@@ -229,7 +233,9 @@ class Client:
             "optimistic": Mode.OPTIMISTIC,
         }.get(mode)
         if mode_bit is None:
-            raise ConfigError(f"mode must be 'signed', 'quorum' or 'optimistic', not {mode!r}")
+            raise ConfigError(
+                f"mode must be 'signed', 'quorum', 'optimistic' or 'zk', not {mode!r}"
+            )
         seats = k if mode_bit == Mode.QUORUM else 1
         manifest = self.manifest(model)
         feeds = validate_inputs(manifest.inputs, manifest.input_policy, inputs)
@@ -473,6 +479,8 @@ class Client:
             status = (
                 f"waiting for the quorum: {job.seats}/{job.k} seats, {job.reveals} reveals"
                 if job.mode == Mode.QUORUM
+                else "waiting for a drawn node's proof"
+                if job.mode == Mode.ZK
                 else f"waiting for a receipt ({job.state.name.lower()})"
             )
             if status != last:
@@ -572,6 +580,10 @@ class Client:
     def verify(self, result: VerifiedResult) -> Verdict:
         """Check a result's evidence against the chain; raise `VerificationFailed` if any
         check fails, else return the checks that passed."""
+        if result.mode == "zk":
+            from verinet.client.zk import verify_zk
+
+            return verify_zk(self, result)
         checks: list[str] = []
         manifest = self.manifest(result.model_id)
         names = [s.name for s in manifest.outputs]
@@ -633,7 +645,8 @@ class Client:
                 + (
                     "unrefuted through its challenge window"
                     if job.state == JobState.PAID
-                    else "challengeable by any staked watcher until then"
+                    else f"open to challenge by any staked watcher until chain time "
+                    f"{job.finalize_after}"
                 )
             )
         else:

@@ -28,7 +28,7 @@ from verinet.hub.store import DiskStore
 from verinet.node.api import node_app
 from verinet.node.config import NodeSettings
 from verinet.node.service import Node
-from verinet.protocol.types import GamePhase, JobState, Mode
+from verinet.protocol.types import GameOutcome, GamePhase, JobState, Mode
 from verinet.runtime.tensors import Array, group_hash
 from verinet.types import Address, JobId, ModelId, Wei
 
@@ -132,9 +132,10 @@ class Arena:
         """Request a job on `inputs` (the sample's example by default) and hand the input to
         every node, as a client does; a node that refuses it is skipped.
 
-        With `claimant` (signed and optimistic jobs), that node gets the input first and is
-        stepped alone until it has put its result on-chain; the others get the input then
-        and watch it, so a run decides who answers instead of the draw."""
+        With `claimant` (signed and optimistic jobs), that node gets the input first, and
+        the arena steps until it has put its result on-chain (the others, without the input,
+        cannot); they get the input then and watch it. A run so decides who answers instead
+        of the draw, while every node goes on playing its games."""
         feeds = dict(inputs or self.sample.example)
         job_id, _ = self.deployment.market.request(
             self.model_id, group_hash(feeds), mode, k, sender=Address(self.client.address)
@@ -143,7 +144,7 @@ class Arena:
             claimant.accept_input(job_id, feeds)
             round_ = self.deployment.params.selection_round()
             for _ in range(100):
-                claimant.tick()
+                self.step(0)
                 if self.deployment.market.job(job_id).state != JobState.OPEN:
                     break
                 self.chain.advance_time(round_)
@@ -186,3 +187,64 @@ class Arena:
     def games(self) -> list[Any]:
         games = self.deployment.disputes
         return [games.game(g) for g in range(1, games.game_count() + 1)]
+
+
+def inputs(arena: Arena, i: int) -> dict[str, Array]:
+    """A different input per job (so a replayed or copied answer is wrong)."""
+    return {name: (value + i).astype(value.dtype) for name, value in arena.sample.example.items()}
+
+
+@dataclass
+class Campaign:
+    """A persona among honest nodes: which jobs it answered, which they did."""
+
+    arena: Arena
+    cheater: Node
+    cheated: list[JobId] = field(default_factory=list)  # claimed by the persona
+    honest: list[JobId] = field(default_factory=list)  # claimed by honest nodes
+
+    @property
+    def honest_nodes(self) -> list[Node]:
+        return [n for n in self.arena.nodes if n is not self.cheater]
+
+    def honest_runs(self) -> int:
+        """Honest nodes' results and game moves put at stake: every honest claim, and every
+        game an honest node played (as defender or challenger)."""
+        honest = {n.address for n in self.honest_nodes}
+        parties = sum((g.defender in honest) + (g.challenger in honest) for g in self.arena.games())
+        return len(self.honest) + parties
+
+    def false_slashes(self) -> int:
+        """Honest nodes slashed, or games an honest party lost."""
+        honest = {n.address for n in self.honest_nodes}
+        slashed = sum(
+            1 for node, amount in self.arena.penalties().items() if node in honest and amount
+        )
+        lost = sum(
+            1
+            for g in self.arena.games()
+            if (g.defender in honest and g.outcome is GameOutcome.CHALLENGER)
+            or (g.challenger in honest and g.outcome is GameOutcome.DEFENDER)
+        )
+        return slashed + lost
+
+
+def run_campaign(folder: Path, persona: NodeKind, jobs: int, *, honest: int = 4) -> Campaign:
+    """`jobs` optimistic jobs answered by `persona` and as many by `honest` honest nodes in
+    turn, each on its own input, run until all are settled (the arena is left open)."""
+    arena = Arena.open(folder, [persona] + [Node] * honest)
+    campaign = Campaign(arena, arena.nodes[0])
+    try:
+        for i in range(jobs):
+            campaign.cheated.append(
+                arena.request(Mode.OPTIMISTIC, inputs(arena, 2 * i), claimant=campaign.cheater)
+            )
+            claimant = campaign.honest_nodes[i % honest]
+            campaign.honest.append(
+                arena.request(Mode.OPTIMISTIC, inputs(arena, 2 * i + 1), claimant=claimant)
+            )
+        arena.run(campaign.cheated + campaign.honest)
+    except BaseException:
+        arena.close()
+        raise
+    return campaign

@@ -8,12 +8,17 @@ from pathlib import Path
 from typing import Any
 
 from verinet.client import Client
+from verinet.devnet.arena import Arena
 from verinet.devnet.audit import audit, audit_jobs
 from verinet.devnet.network import Devnet
+from verinet.devnet.personas import WrongOutput
 from verinet.devnet.samples import sample_models
 from verinet.errors import VerinetError
+from verinet.node.service import Node
+from verinet.protocol.dispute import rounds
+from verinet.protocol.types import GameOutcome, Mode
 
-MODES: tuple[tuple[str, int], ...] = (("signed", 1), ("quorum", 3))
+MODES: tuple[tuple[str, int], ...] = (("signed", 1), ("quorum", 3), ("optimistic", 1))
 """Modes built so far, with the k each runs at."""
 
 
@@ -64,6 +69,8 @@ def run_demo(
             states = audit_jobs(net.deployment, now=net.chain.timestamp())
         finally:
             client.close()
+        say("staging a dispute: a node claims a wrong result")
+        dispute = staged_dispute(data_dir / "dispute")
         return {
             "chain": chain,
             "nodes": len(net.nodes),
@@ -71,6 +78,46 @@ def run_demo(
             "jobs": rows,
             "audit": totals,
             "job_states": states,
+            "dispute": dispute,
+        }
+
+
+def staged_dispute(folder: Path) -> dict[str, Any]:
+    """One optimistic job answered wrong on purpose, in an arena (embedded chain) of one
+    `WrongOutput` node and four honest watchers: how it was caught and what it cost."""
+    with Arena.open(folder, [WrongOutput, Node, Node, Node, Node]) as arena:
+        cheater = arena.nodes[0]
+        job_id = arena.request(Mode.OPTIMISTIC, claimant=cheater)
+        claimed_at = arena.chain.timestamp()
+        arena.run([job_id])
+        d = arena.deployment
+        claim = d.market.claim_of(job_id)
+        games = [g for g in arena.games() if g.job_id == job_id]
+        won = [g for g in games if g.outcome is GameOutcome.CHALLENGER]
+        resolved = {e.args["game_id"]: e.args for e in d.disputes.history("GameResolved")}
+        # Several watchers may win games over the job; the one that refuted it first was paid.
+        first = max(won or games, key=lambda g: resolved[g.game_id]["winner_amount"])
+        votes = [
+            (d.disputes.ballot(first.game_id, voter), voter)
+            for voter in d.disputes.voters_of(first.game_id)
+        ]
+        audit(d)
+        audit_jobs(d, now=arena.chain.timestamp())
+        return {
+            "job_id": job_id,
+            "cheater": cheater.address,
+            "ops": claim.ops,
+            "games": len(games),
+            "refuted_by": len(won),
+            "step": first.hi,
+            "rounds": rounds(claim.ops),
+            "votes_for_challenger": sum(1 for ballot, _ in votes if ballot == 2),
+            "jurors": len(votes),
+            "outcome": d.market.job(job_id).state.name,
+            "slashed": int(arena.penalties()[cheater.address]),
+            "challenger_reward": int(resolved[first.game_id]["winner_amount"]),
+            "bond": int(first.bond),
+            "protocol_seconds": arena.chain.timestamp() - claimed_at,
         }
 
 
