@@ -27,6 +27,12 @@
           receipt (unknown when the receipt was sent) selects the job with probability
           p (see `_audit_bps`); a selected job is held `audit_window` during which a
           staked auditor may dispute it the same way, as a one-step game.
+        - zk: the requester commits, with `request_zk`, to the keccak of the circuit's
+          input instances (the quantized inputs, abi-packed). One drawn node proves the
+          run with ezkl and sends `submit_proof`; the market checks the proof there and
+          then with the model's registered EVM verifier and pays at once (no hold, no
+          dispute: the proof is the verification). The result is the keccak of the
+          proof's output instances, abi-packed.
 
         Every job ends in exactly one terminal state, PAID or REFUNDED, and anyone may
         call finalize once the reveal deadline has passed, so no job can stay stuck.
@@ -75,6 +81,7 @@ interface INodeRegistry:
 
 interface IModelRegistry:
     def terms(model_id: uint256) -> (address, uint256, uint256, bool): view
+    def verifier_of(model_id: uint256) -> (address, uint256): view
 
 
 BPS: constant(uint256) = 10_000
@@ -90,6 +97,13 @@ HALF_N: constant(uint256) = 57_896_044_618_658_097_711_785_492_504_343_953_926_4
 MODE_SIGNED: constant(uint256) = 1
 MODE_QUORUM: constant(uint256) = 2
 MODE_OPTIMISTIC: constant(uint256) = 4
+MODE_ZK: constant(uint256) = 8
+
+# Bounds on a zk proof (ezkl's KZG proofs of small circuits are a few KB) and on a
+# circuit's public instances (inputs and outputs together).
+MAX_PROOF: constant(uint256) = 16_384
+MAX_INSTANCES: constant(uint256) = 1_024
+VERIFY_PROOF: constant(bytes4) = method_id("verifyProof(bytes,uint256[])", output_type=bytes4)
 
 STATE_OPEN: constant(uint256) = 1
 STATE_SUBMITTED: constant(uint256) = 2
@@ -190,6 +204,8 @@ dispute_game: public(address)
 DEPLOYER: immutable(address)
 commitments: public(HashMap[uint256, HashMap[address, bytes32]])
 revealed: public(HashMap[uint256, HashMap[address, bytes32]])
+# A zk job's commitment: keccak256 of its input instances, abi-packed (uint256 each).
+instances_hash: public(HashMap[uint256, bytes32])
 owed: public(HashMap[address, uint256])
 job_count: public(uint256)
 total_escrow: public(uint256)
@@ -236,6 +252,11 @@ event ClaimSubmitted:
     trace_root: bytes32
     ops: uint256
     finalize_after: uint256
+
+event ProofAccepted:
+    job_id: indexed(uint256)
+    node: indexed(address)
+    output_hash: bytes32
 
 event DisputeOpened:
     job_id: indexed(uint256)
@@ -377,7 +398,29 @@ def request(model_id: uint256, input_hash: bytes32, mode: uint256, k: uint256, m
             job. `k` is the quorum size for quorum jobs and 1 for the others.
             `max_fee` is the most the caller accepts per execution: a model owner who
             raises the fee just before the request cannot take more than that.
+            zk jobs are requested with `request_zk`.
     """
+    return self._open(model_id, input_hash, mode, k, max_fee, empty(bytes32))
+
+
+@external
+def request_zk(model_id: uint256, input_hash: bytes32, instances_hash: bytes32, max_fee: uint256) -> uint256:
+    """
+    @notice Opens a zk job (k = 1) as `request` does, committing to the circuit's input
+            instances: `instances_hash` = keccak256 of them abi-packed, as the client
+            computes them from its inputs without proving. Only a proof whose input
+            instances hash to it can settle the job, so the proof is of these inputs.
+    """
+    assert instances_hash != empty(bytes32), "InvalidHash"
+    job_id: uint256 = self._open(model_id, input_hash, MODE_ZK, 1, max_fee, instances_hash)
+    self.instances_hash[job_id] = instances_hash
+    return job_id
+
+
+@internal
+def _open(
+    model_id: uint256, input_hash: bytes32, mode: uint256, k: uint256, max_fee: uint256, instances_hash: bytes32
+) -> uint256:
     owner: address = empty(address)
     fee: uint256 = 0
     modes: uint256 = 0
@@ -386,8 +429,12 @@ def request(model_id: uint256, input_hash: bytes32, mode: uint256, k: uint256, m
     assert owner != empty(address), "UnknownModel"
     assert not deprecated, "ModelDeprecated"
     assert fee <= max_fee, "FeeTooHigh"
-    assert mode == MODE_SIGNED or mode == MODE_QUORUM or mode == MODE_OPTIMISTIC, "ModeNotAllowed"
+    assert mode == MODE_SIGNED or mode == MODE_QUORUM or mode == MODE_OPTIMISTIC or mode == MODE_ZK, "ModeNotAllowed"
     assert modes & mode == mode, "ModeNotAllowed"
+    if mode == MODE_ZK:
+        # Without the input instances' hash a proof of any input would settle the job.
+        assert instances_hash != empty(bytes32), "UseRequestZk"
+        assert (staticcall MODELS.verifier_of(model_id))[0] != empty(address), "NoVerifier"
     if mode == MODE_QUORUM:
         assert k >= staticcall PARAMS.min_quorum() and k <= staticcall PARAMS.max_quorum(), "InvalidQuorum"
     else:
@@ -635,6 +682,48 @@ def submit_claim(job_id: uint256, output_hash: bytes32, trace_final: bytes32, tr
         ops=ops,
         finalize_after=finalize_after,
     )
+
+
+@external
+def submit_proof(job_id: uint256, proof: Bytes[MAX_PROOF], instances: DynArray[uint256, MAX_INSTANCES]):
+    """
+    @notice Settles a zk job with an ezkl proof of its run and the proof's public
+            instances (the inputs', then the outputs'), sent by a node drawn for the job
+            before the deadline; that node is paid the node share at once.
+            The first `input_instances` (see ModelRegistry.verifier_of) must hash to the
+            job's commitment and the model's verifier must accept the proof: the check is
+            made here, at submission, so the market never stores the proof (a few KB)
+            for a later finalize and the job ends PAID in this transaction. The result is
+            keccak256 of the output instances, abi-packed.
+            Only drawn, staked nodes may submit: a proof does not name its prover, so
+            anyone could otherwise copy one from a pending transaction and take the fee.
+            A job never proved is refunded by `finalize` after its deadline.
+    """
+    m: Meta = self._unpack(self._jobs[job_id].meta)
+    assert m.state == STATE_OPEN, "JobNotOpen"
+    assert m.mode == MODE_ZK, "WrongMode"
+    assert block.timestamp < m.reveal_deadline, "DeadlinePassed"
+    assert self._drawn(job_id, m, msg.sender), "NotEligible"
+    verifier: address = empty(address)
+    inputs: uint256 = 0
+    verifier, inputs = staticcall MODELS.verifier_of(self._jobs[job_id].model_id)
+    count: uint256 = len(instances)
+    assert count > inputs, "InstancesMismatch"
+    # The verifier's calldata holds the instances abi-packed after the proof: hash them there.
+    data: Bytes[4 + 5 * 32 + MAX_PROOF + 32 * MAX_INSTANCES] = abi_encode(proof, instances, method_id=VERIFY_PROOF)
+    start: uint256 = 4 + 4 * 32 + (len(proof) + 31) // 32 * 32
+    assert keccak256(slice(data, start, 32 * inputs)) == self.instances_hash[job_id], "InstancesMismatch"
+    ok: bool = False
+    answer: Bytes[32] = b""
+    ok, answer = raw_call(verifier, data, max_outsize=32, is_static_call=True, revert_on_failure=False)
+    assert ok and len(answer) == 32 and convert(answer, uint256) == 1, "InvalidProof"
+    output_hash: bytes32 = keccak256(slice(data, start + 32 * inputs, 32 * (count - inputs)))
+    self.seat_holders[job_id].append(msg.sender)
+    n: Meta = m
+    n.seats = 1
+    n.reveals = 1
+    log ProofAccepted(job_id=job_id, node=msg.sender, output_hash=output_hash)
+    self._pay(job_id, n, output_hash, [msg.sender])
 
 
 @internal

@@ -7,6 +7,8 @@
         Every version is its own model id; versions of one model share a `family`
         (the id of the first version) and `latest[family]` points at the newest.
         A deprecated model accepts no new jobs; jobs already requested finish.
+        A model whose modes include zk has an EVM verifier for its circuit, set once
+        by its owner (`set_verifier`): the market checks every zk job's proof with it.
         Reverts carry a reason code equal to a Verinet exception name.
 """
 
@@ -30,7 +32,15 @@ struct Model:
     deprecated: bool
 
 
+struct Verifier:
+    verifier: address
+    # How many public instances (the first ones) are the circuit's inputs; the rest
+    # are its outputs.
+    input_instances: uint256
+
+
 models: public(HashMap[uint256, Model])
+_verifiers: HashMap[uint256, Verifier]
 latest: public(HashMap[uint256, uint256])
 model_count: public(uint256)
 
@@ -55,6 +65,11 @@ event ModelFeeChanged:
 event ModelOwnerChanged:
     model_id: indexed(uint256)
     owner: indexed(address)
+
+event VerifierSet:
+    model_id: indexed(uint256)
+    verifier: indexed(address)
+    input_instances: uint256
 
 
 @internal
@@ -162,6 +177,33 @@ def set_model_owner(model_id: uint256, owner: address):
     assert owner != empty(address), "ZeroAddress"
     self.models[model_id].owner = owner
     log ModelOwnerChanged(model_id=model_id, owner=owner)
+
+
+@external
+def set_verifier(model_id: uint256, verifier: address, input_instances: uint256):
+    """
+    @notice Names the EVM verifier of a zk model's circuit (its verification key is in
+            the verifier's code) and how many of a proof's public instances are inputs.
+            Set once: a proof checked by another verifier would prove another circuit,
+            so a new circuit is a new version of the model.
+    """
+    self._only_model_owner(model_id)
+    assert self.models[model_id].modes & MODE_ZK != 0, "ModeNotAllowed"
+    assert self._verifiers[model_id].verifier == empty(address), "VerifierAlreadySet"
+    assert verifier.is_contract and input_instances > 0, "InvalidVerifier"
+    self._verifiers[model_id] = Verifier(verifier=verifier, input_instances=input_instances)
+    log VerifierSet(model_id=model_id, verifier=verifier, input_instances=input_instances)
+
+
+@external
+@view
+def verifier_of(model_id: uint256) -> (address, uint256):
+    """
+    @notice A zk model's (verifier, input instance count); the verifier is empty when
+            none is set.
+    """
+    v: Verifier = self._verifiers[model_id]
+    return (v.verifier, v.input_instances)
 
 
 @external

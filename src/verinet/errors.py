@@ -41,6 +41,7 @@ VerinetError
 ├── ZkError                                          zk mode: circuits, keys, proofs, verifiers
 │   ├── CircuitBuildFailed           (RuntimeError) ezkl could not build the circuit or its keys
 │   ├── VerifierBuildFailed          (RuntimeError) the EVM verifier did not compile or fit
+│   ├── CircuitTooLarge              (ValueError)   a model too large for zk mode's limits
 │   └── ProvingFailed                (RuntimeError) ezkl could not make a witness or a proof
 ├── NodeError                                        what a node answers about its own work
 │   ├── UnknownJob                   (LookupError)  no such job on-chain (or not for this node)
@@ -240,6 +241,11 @@ class VerifierBuildFailed(ZkError, RuntimeError):
     """The EVM verifier did not compile, or its runtime code exceeds the EIP-170 limit."""
 
 
+class CircuitTooLarge(ZkError, ValueError):
+    """A model (or its circuit's public instances) is over the size zk mode takes: proving
+    cost grows with the model, and the market bounds a proof's instances."""
+
+
 class ProvingFailed(ZkError, RuntimeError):
     """ezkl could not make the witness or the proof for these inputs (for example, a value
     outside the ranges the circuit was calibrated for)."""
@@ -392,6 +398,22 @@ _REASONS: dict[str, str] = {
     "AlreadyVoted": "this node already voted in the game",
     "CommitteeFull": "the committee has all its votes",
     "GameOver": "the game has ended (or does not exist)",
+    "VerifierAlreadySet": (
+        "the model's zk verifier is set once; publish a new version of the model for a new circuit"
+    ),
+    "InvalidVerifier": (
+        "the verifier must be a deployed contract and the circuit must have at least one "
+        "public input instance"
+    ),
+    "NoVerifier": "the model has no zk verifier yet; its owner sets one with set_verifier",
+    "UseRequestZk": (
+        "zk jobs commit to the circuit's input instances: request them with request_zk"
+    ),
+    "InstancesMismatch": (
+        "the proof's input instances do not hash to the job's committed instances hash (or "
+        "it has no output instances): prove the job's own inputs"
+    ),
+    "InvalidProof": "the model's verifier refused the proof; prove the run again",
 }
 
 # snekmate's modules revert with their own strings; map them to the same tree.

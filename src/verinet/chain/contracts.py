@@ -23,6 +23,7 @@ from verinet.protocol.types import (
     ModelInfo,
     NodeInfo,
     ParamsSnapshot,
+    ZkVerifier,
 )
 from verinet.types import Address, Hash32, JobId, ModelId, Wei
 
@@ -295,7 +296,7 @@ class NodeRegistry(BoundContract):
 
 
 class ModelRegistry(BoundContract):
-    """Published models: CIDs, owner, fee and allowed modes."""
+    """Published models: CIDs, owner, fee, allowed modes and zk verifiers."""
 
     NAME = "ModelRegistry"
 
@@ -354,6 +355,17 @@ class ModelRegistry(BoundContract):
 
     def set_model_owner(self, model_id: ModelId, owner: Address, *, sender: Address) -> TxReceipt:
         return self._send("set_model_owner", model_id, owner, sender=sender)
+
+    def set_verifier(
+        self, model_id: ModelId, verifier: Address, input_instances: int, *, sender: Address
+    ) -> TxReceipt:
+        """Name a zk model's EVM verifier and how many public instances are its inputs
+        (once, by the model's owner)."""
+        return self._send("set_verifier", model_id, verifier, input_instances, sender=sender)
+
+    def verifier_of(self, model_id: ModelId) -> ZkVerifier:
+        verifier, input_instances = self._call("verifier_of", model_id)
+        return ZkVerifier(address=Address(verifier), input_instances=int(input_instances))
 
 
 class InferenceMarket(BoundContract):
@@ -451,6 +463,36 @@ class InferenceMarket(BoundContract):
         receipt = self._send("request", model_id, input_hash, int(mode), k, max_fee, sender=sender)
         (event,) = self.events(receipt, "JobRequested")
         return JobId(event.args["job_id"]), receipt
+
+    def request_zk(
+        self,
+        model_id: ModelId,
+        input_hash: Hash32,
+        instances_hash: Hash32,
+        *,
+        max_fee: Wei | None = None,
+        sender: Address,
+    ) -> tuple[JobId, TxReceipt]:
+        """Open a zk job committed to the circuit's input instances (`instances_hash`, see
+        `verinet.protocol.zk.instances_hash`); `max_fee` as for `request`."""
+        if max_fee is None:
+            _, max_fee, _, _ = self._models_terms(model_id)
+        receipt = self._send(
+            "request_zk", model_id, input_hash, instances_hash, max_fee, sender=sender
+        )
+        (event,) = self.events(receipt, "JobRequested")
+        return JobId(event.args["job_id"]), receipt
+
+    def instances_hash(self, job_id: JobId) -> Hash32:
+        """A zk job's committed input instances hash (zero for other jobs)."""
+        return Hash32(self._call("instances_hash", job_id))
+
+    def submit_proof(
+        self, job_id: JobId, proof: bytes, instances: Sequence[int], *, sender: Address
+    ) -> TxReceipt:
+        """Settle a zk job with a proof and its public instances (inputs then outputs),
+        sent by a node drawn for it; checked on-chain and paid in this transaction."""
+        return self._send("submit_proof", job_id, proof, list(instances), sender=sender)
 
     def commit(self, job_id: JobId, commitment: Hash32, *, sender: Address) -> TxReceipt:
         return self._send("commit", job_id, commitment, sender=sender)

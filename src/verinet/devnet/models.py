@@ -79,7 +79,8 @@ def cnn(
         _weight(rng, "fc.w", (classes, c2), c2),
         _weight(rng, "fc.b", (classes,), 1),
     ]
-    conv: dict[str, Any] = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
+    # strides written out (ONNX's default is 1): ezkl refuses a Conv without them.
+    conv: dict[str, Any] = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "strides": [1, 1]}
     pool: dict[str, Any] = {"kernel_shape": [2, 2], "strides": [2, 2]}
     nodes = [
         helper.make_node("Conv", ["image", "conv1.w", "conv1.b"], ["c1"], name="conv1", **conv),

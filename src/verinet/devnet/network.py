@@ -39,7 +39,7 @@ from verinet.chain._accounts import dev_accounts
 from verinet.chain._backend import Chain
 from verinet.chain.deploy import Deployment, deploy_protocol
 from verinet.devnet.bootstrap import MAX_UINT, TOKEN, fund, stake_node
-from verinet.devnet.samples import publish_samples
+from verinet.devnet.samples import ZK_SAMPLE, publish_samples, publish_zk_sample
 from verinet.errors import TransientError
 from verinet.hub.http import blob_app
 from verinet.hub.store import DiskStore
@@ -106,6 +106,7 @@ class Devnet:
         windows: Windows = Windows(),
         isolation: Isolation = "auto",
         progress: Any = None,
+        zk: bool = False,
     ) -> Devnet:
         say = progress or (lambda _: None)
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -129,6 +130,11 @@ class Devnet:
             hub_store = DiskStore(data_dir / "hub")
             published = publish_samples(deployment, hub_store, Address(owner.address))
             models = {name: p.model_id for name, p in published.items()}
+            if zk:  # the mlp once more, with zk mode: its circuit is built here (~2 s)
+                say(f"building {ZK_SAMPLE}'s circuit with a local SRS: FOR TESTING ONLY")
+                models[ZK_SAMPLE] = publish_zk_sample(
+                    deployment, hub_store, Address(owner.address), work_dir=data_dir / "zk"
+                ).model_id
             hub_url = stack.enter_context(serve(blob_app(hub_store)))
             fund(deployment, Address(deployer.address), node_accounts, Wei(STAKE * 2))
             fund(deployment, Address(deployer.address), client_accounts, CLIENT_FUNDS)

@@ -14,10 +14,11 @@ all of it the imports); the files are then kept for the life of the process.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Final
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -30,6 +31,9 @@ from verinet.hub.publish import Published, draft_manifest, publish
 from verinet.hub.store import BlobStore
 from verinet.runtime.tensors import Array
 from verinet.types import Address
+
+if TYPE_CHECKING:
+    from verinet.verification.zk_hub import ZkPublished
 
 SEED: Final = 0
 LICENSE: Final = "Apache-2.0"
@@ -239,3 +243,46 @@ def publish_samples(
         )
         for sample in chosen
     }
+
+
+ZK_SAMPLE: Final = "mlp-zk"
+"""The ``mlp`` sample published once more with zk mode: the same file, its own model id."""
+
+
+def publish_zk_sample(
+    deployment: Deployment,
+    store: BlobStore,
+    owner: Address,
+    *,
+    work_dir: Path | None = None,
+    srs_path: Path | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> ZkPublished:
+    """Build the ``mlp`` sample's circuit (calibrated on its example), store it in `store` and
+    publish the model as `ZK_SAMPLE` with signed and zk modes, its verifier deployed and named.
+
+    Without `srs_path` the SRS is generated here, FOR TESTING ONLY: a devnet's proofs prove
+    nothing to anyone but the devnet's own machine (`verinet.verification.zk`).
+    """
+    from verinet.verification.zk_hub import publish_zk
+
+    mlp = next(sample for sample in sample_models() if sample.name == "mlp")
+    manifest = draft_manifest(
+        mlp.model_bytes,
+        name=ZK_SAMPLE,
+        fee=DEFAULT_FEE,
+        license=LICENSE,
+        modes=("signed",),
+        description=mlp.description + " Published with zk mode (ezkl, a local test SRS).",
+    )
+    return publish_zk(
+        mlp.model_bytes,
+        manifest,
+        mlp.example,
+        store=store,
+        registry=deployment.models,
+        sender=owner,
+        work_dir=work_dir,
+        srs_path=srs_path,
+        progress=progress,
+    )

@@ -141,15 +141,36 @@ class InputPolicy(_Frozen):
 
 
 class ZkArtifacts(_Frozen):
-    """ezkl artifacts for `zk` mode, each a blob CID."""
+    """ezkl artifacts for `zk` mode, each a file CID (`verinet.hub.files`), as
+    `verinet.verification.zk_hub.store_artifacts` writes them.
+
+    A client needs `settings`, `verification_key`, `srs` and `circuit` to commit to its inputs
+    and check a proof; a prover needs `compiled_circuit` and `proving_key` too.
+    """
 
     settings: Cid
     verification_key: Cid
     srs: Cid
     proving_key: Cid | None = None
     compiled_circuit: Cid | None = None
+    circuit: Cid | None = None
+    """The circuit's public tensors (names, shapes, fixed-point scales) and how its verifier
+    was built: the ``artifacts.json`` of `verinet.verification.zk`."""
+    verifier: Cid | None = None
+    """The EVM verifier's init code (deployed as is, then named in ModelRegistry)."""
+    srs_for_testing: bool = False
+    """True when the SRS was generated locally (a devnet): its maker can forge proofs, so
+    proofs against it prove nothing. A production SRS comes from a public ceremony."""
 
-    @field_validator("settings", "verification_key", "srs", "proving_key", "compiled_circuit")
+    @field_validator(
+        "settings",
+        "verification_key",
+        "srs",
+        "proving_key",
+        "compiled_circuit",
+        "circuit",
+        "verifier",
+    )
     @classmethod
     def _cid(cls, value: Cid | None) -> Cid | None:
         return None if value is None else _valid_cid(value)

@@ -1,4 +1,8 @@
-"""Publishing a model: check it, store its blobs, register it on-chain."""
+"""Publishing a model: check it, store its blobs, register it on-chain.
+
+A model with zk mode needs its circuit built first: `verinet.verification.zk_hub.publish_zk`
+builds it, stores its files, publishes through `publish` here and registers its verifier.
+"""
 
 from __future__ import annotations
 

@@ -38,6 +38,7 @@ class Stage(StrEnum):
     LOST = "lost"  # not drawn in time, seats full, or another node's receipt won
     FAILED = "failed"  # the input could not be executed (see `error`)
     WATCHED = "watched"  # another node's result, checked: confirmed or challenged (`error`)
+    PROVING = "proving"  # drawn for a zk job: proving, then the proof tx may be in flight
 
     @property
     def final(self) -> bool:
@@ -70,6 +71,8 @@ class JobRecord:
     trace_final: bytes | None = None
     trace_root: bytes | None = None
     claim_tx: str | None = None
+    proof_cid: str | None = None  # a zk job's proof and instances (JSON blob), once proved
+    proof_tx: str | None = None
 
     @property
     def sealed(self) -> bool:
@@ -102,6 +105,8 @@ _ADDED_COLUMNS = {  # by schema version
     "trace_final": "BLOB",
     "trace_root": "BLOB",
     "claim_tx": "TEXT",
+    "proof_cid": "TEXT",
+    "proof_tx": "TEXT",
 }
 
 

@@ -52,6 +52,7 @@ from verinet.node.config import NodeSettings
 from verinet.node.db import JobDB, JobRecord, Stage
 from verinet.node.disputes import DisputeDesk, Run, watch_draw
 from verinet.node.metrics import NodeMetrics
+from verinet.node.proving import Prover
 from verinet.node.worker import ModelPool, TracedRun
 from verinet.protocol.receipts import Receipt, receipt_requester, sign_receipt
 from verinet.protocol.rules import commitment
@@ -124,9 +125,11 @@ class Node:
         self.on_change: Callable[[], None] = lambda: None
         """Called (from any thread) when a job may be able to move: the daemon's wake-up."""
         self.desk = DisputeDesk(self)
+        self.prover = Prover(self)  # zk jobs: circuits and proofs
         self._watch_secret = _secret(data / "watch.key")
 
     def close(self) -> None:
+        self.prover.close()
         self.desk.close()
         self.pool.close()
         self.db.close()
@@ -162,6 +165,8 @@ class Node:
                     progress=None if progress is None else functools.partial(progress, label),
                 )
             manifest = load_manifest(self.store, manifest_cid)
+            if Mode.ZK in manifest.mode_bits:
+                self.prover.circuit(manifest)  # zk: its circuit and keys, before any job
             self.pool.warm(manifest_cid)
             self.models[model_id] = ServedModel(model_id, manifest_cid, manifest)
             added.append(model_id)
@@ -318,6 +323,8 @@ class Node:
                 f"these inputs hash to 0x{actual.hex()} but job {job_id} was requested for "
                 f"0x{job.input_hash.hex()}; send exactly the tensors whose hash you requested"
             )
+        if job.mode == Mode.ZK:
+            self.prover.check_inputs(served.manifest, feeds, job_id)
         with self._job_lock(job_id):
             record = self._track(
                 job_id,
@@ -335,6 +342,10 @@ class Node:
                 lost = self.db.update(job_id, stage=Stage.LOST, error="job no longer open")
                 return Accepted(lost, None)
             input_cid = self.store.put(encode_group(feeds))
+            if job.mode == Mode.ZK:  # proved once drawn (proving is costly), not run now
+                self.db.update(job_id, stage=Stage.READY, input_cid=input_cid)
+                self.on_change()
+                return Accepted(self.record(job_id), None)
             if job.mode == Mode.OPTIMISTIC and not self._runs_optimistic(job_id):
                 # Neither drawn nor watching: keep the input, run it if drawn later.
                 self.db.update(job_id, stage=Stage.READY, input_cid=input_cid)
@@ -498,6 +509,7 @@ class Node:
                 + {
                     Mode.SIGNED: "has signed its receipt",
                     Mode.OPTIMISTIC: "has claimed it on-chain (or checked another's claim)",
+                    Mode.ZK: "has had its proof accepted on-chain",
                 }.get(record.mode, "has revealed or the job is settled")
             )
         outputs = decode_group(self.store.get(Cid(record.output_cid)))
@@ -511,6 +523,7 @@ class Node:
             "output_hash": "0x" + (record.output_hash or b"").hex(),
             "outputs": group_to_json(outputs),
             "receipt": None if receipt is None else "0x" + receipt.signature.hex(),
+            "zk": self.prover.evidence(record),  # a zk job's proof and instances
             "transactions": {
                 k: v
                 for k, v in (
@@ -518,6 +531,7 @@ class Node:
                     ("reveal", record.reveal_tx),
                     ("receipt", record.receipt_tx),
                     ("claim", record.claim_tx),
+                    ("proof", record.proof_tx),
                     ("finalize", record.finalize_tx),
                 )
                 if v
@@ -649,6 +663,7 @@ class Node:
             Stage.SUBMITTING: self._submitting,
             Stage.CLAIMING: self._claiming,
             Stage.WATCHING: self._watching,
+            Stage.PROVING: self._proving,
             Stage.REVEALED: self._settle,
             Stage.SUBMITTED: self._settle,
         }[record.stage]
@@ -698,6 +713,9 @@ class Node:
         if not self.market.is_eligible(record.job_id, self.address):
             self._undrawn[record.job_id] = draw
             return record
+        if job.mode == Mode.ZK:
+            record = self.db.update(record.job_id, stage=Stage.PROVING)
+            return self._proving(record, job, now)
         if job.mode == Mode.OPTIMISTIC:
             if record.output_hash is None:  # drawn for a job it was not watching
                 served = self.served(record.model_id)
@@ -799,6 +817,10 @@ class Node:
         self.on_change()
         return record
 
+    def _proving(self, record: JobRecord, job: Job, now: int) -> JobRecord:
+        """A zk job this node was drawn for: proved off the job loop, then submitted."""
+        return self.prover.step(record, job)
+
     def _watching(self, record: JobRecord, job: Job, now: int) -> JobRecord:
         """Another node's result is on-chain: compare it with this node's run and challenge
         it while it can be challenged (the watchtower; for a signed job, its audit)."""
@@ -878,6 +900,8 @@ def _published(record: JobRecord) -> bool:
         return not record.sealed
     if record.mode == Mode.OPTIMISTIC:
         return record.claim_tx is not None or record.stage in (Stage.WATCHING, Stage.WATCHED)
+    if record.mode == Mode.ZK:  # once its proof is on-chain: earlier, others could submit it
+        return record.proof_tx is not None
     return record.signature is not None
 
 

@@ -91,6 +91,19 @@ class ModelInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class ZkVerifier:
+    """A zk model's EVM verifier and how many of a proof's public instances (the first
+    ones) are the circuit's inputs. `address` is the zero address when none is set."""
+
+    address: Address
+    input_instances: int
+
+    @property
+    def registered(self) -> bool:
+        return int(self.address, 16) != 0
+
+
+@dataclass(frozen=True, slots=True)
 class ParamsSnapshot:
     """The on-chain Params at one moment."""
 
