@@ -1,4 +1,5 @@
-"""`verinet demo`: a devnet, every mode on every sample model through the SDK, an audit."""
+"""`verinet demo`: a devnet, every mode on every sample model through the SDK (zk on the mlp
+published with a circuit), an audit, and a staged dispute."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from verinet.devnet.arena import Arena
 from verinet.devnet.audit import audit, audit_jobs
 from verinet.devnet.network import Devnet
 from verinet.devnet.personas import WrongOutput
-from verinet.devnet.samples import sample_models
+from verinet.devnet.samples import ZK_SAMPLE, sample_models
 from verinet.errors import VerinetError
 from verinet.node.service import Node
 from verinet.protocol.dispute import rounds
@@ -27,43 +28,46 @@ def run_demo(
 ) -> dict[str, Any]:
     say = progress or (lambda _: None)
     rows: list[dict[str, Any]] = []
-    with Devnet.start(data_dir, chain=chain, progress=say) as net:  # type: ignore[arg-type]
+    with Devnet.start(data_dir, chain=chain, progress=say, zk=True) as net:  # type: ignore[arg-type]
         client = Client(net.deployment, net.clients[0])
+        samples = sample_models()
+        runs = [(s.name, s.example, mode, k) for s in samples for mode, k in MODES]
+        mlp = next(s for s in samples if s.name == "mlp")
+        runs.append((ZK_SAMPLE, mlp.example, "zk", 1))  # the mlp again, published with zk
         try:
-            for sample in sample_models():
-                model_id = net.models[sample.name]
-                for mode, k in MODES:
-                    say(f"{sample.name}: {mode}")
-                    started = time.monotonic()
-                    row: dict[str, Any] = {"model": sample.name, "mode": f"{mode}({k})"}
-                    try:
-                        result = client.infer(
-                            model_id,
-                            sample.example,
-                            mode=mode,  # type: ignore[arg-type]
-                            k=k,
-                            progress=_prefixed(say, sample.name),
-                        )
-                    except VerinetError as exc:
-                        row.update(
-                            job_id=None,
-                            outcome=type(exc).__name__,
-                            verification=str(exc)[:80],
-                            verified=False,
-                            nodes=0,
-                        )
-                    else:
-                        assert result.verdict is not None
-                        row.update(
-                            job_id=result.job_id,
-                            outcome=result.state.name,
-                            verification=result.verdict.summary,
-                            verified=True,
-                            nodes=len(result.nodes),
-                            output_hash="0x" + result.output_hash.hex(),
-                        )
-                    row["seconds"] = time.monotonic() - started
-                    rows.append(row)
+            for name, example, mode, k in runs:
+                model_id = net.models[name]
+                say(f"{name}: {mode}")
+                started = time.monotonic()
+                row: dict[str, Any] = {"model": name, "mode": f"{mode}({k})"}
+                try:
+                    result = client.infer(
+                        model_id,
+                        example,
+                        mode=mode,  # type: ignore[arg-type]
+                        k=k,
+                        progress=_prefixed(say, name),
+                    )
+                except VerinetError as exc:
+                    row.update(
+                        job_id=None,
+                        outcome=type(exc).__name__,
+                        verification=str(exc)[:80],
+                        verified=False,
+                        nodes=0,
+                    )
+                else:
+                    assert result.verdict is not None
+                    row.update(
+                        job_id=result.job_id,
+                        outcome=result.state.name,
+                        verification=result.verdict.summary,
+                        verified=True,
+                        nodes=len(result.nodes),
+                        output_hash="0x" + result.output_hash.hex(),
+                    )
+                row["seconds"] = time.monotonic() - started
+                rows.append(row)
             say("auditing the escrow")
             totals = audit(net.deployment)
             states = audit_jobs(net.deployment, now=net.chain.timestamp())
