@@ -32,21 +32,39 @@ def test_demo_verifies_every_model_in_every_mode_through_nodes() -> None:
     rows = result["jobs"]
     assert [(r["model"], r["mode"]) for r in rows] == [
         (name, f"{mode}({k})") for name in ("mlp", "trees", "cnn") for mode, k in MODES
-    ]
-    assert {("signed", 1), ("quorum", 3)} <= set(MODES)
-    # A signed job the audit drew comes back SUBMITTED: held for the audit window, then paid.
+    ] + [("mlp-zk", "zk(1)")]
+    assert {("signed", 1), ("quorum", 3), ("optimistic", 1)} <= set(MODES)
+    # A signed job the audit drew comes back SUBMITTED (held for the audit window, then
+    # paid), and an optimistic one always does (held for its challenge window).
     held = [r for r in rows if r["outcome"] == "SUBMITTED"]
-    assert all(r["mode"].startswith("signed") for r in held), held
+    assert all(r["mode"].startswith(("signed", "optimistic")) for r in held), held
+    assert {r["model"] for r in held if r["mode"].startswith("optimistic")} == {
+        "mlp",
+        "trees",
+        "cnn",
+    }
     for row in rows:
         assert row["verified"] and row["outcome"] in ("PAID", "SUBMITTED"), row
         if row["mode"].startswith("signed"):
             assert row["nodes"] == 1
             assert row["verification"].startswith("EIP-712 receipt signed by")
+        elif row["mode"].startswith("optimistic"):
+            assert row["nodes"] == 1
+            assert row["verification"].startswith("claimed by")
+        elif row["mode"].startswith("zk"):
+            assert row["outcome"] == "PAID" and row["nodes"] == 1
+            assert row["verification"].startswith("ezkl proof")
+            assert "FOR TESTING ONLY" in row["verification"]
         else:
             assert row["nodes"] == 3
             assert row["verification"] == (
                 "3 of 3 EIP-712 receipts agree, settled in one transaction (majority 2)"
             )
+    # The staged dispute: the wrong claim was refuted, refunded and its node slashed.
+    dispute = result["dispute"]
+    assert dispute["outcome"] == "REFUNDED" and dispute["slashed"] > 0
+    assert dispute["refuted_by"] >= 1 and dispute["step"] == dispute["ops"] + 1
+    assert dispute["votes_for_challenger"] >= 1
     # Both modes of one model settle on one result: same inputs, same bits.
     by_model: dict[str, set[str]] = {}
     for row in rows:
