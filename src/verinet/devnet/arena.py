@@ -13,7 +13,6 @@ import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from eth_account.signers.local import LocalAccount
 
@@ -28,7 +27,7 @@ from verinet.hub.store import DiskStore
 from verinet.node.api import node_app
 from verinet.node.config import NodeSettings
 from verinet.node.service import Node
-from verinet.protocol.types import GameOutcome, GamePhase, JobState, Mode
+from verinet.protocol.types import Game, GameOutcome, GamePhase, JobState, Mode
 from verinet.runtime.tensors import Array, group_hash
 from verinet.types import Address, JobId, ModelId, Wei
 
@@ -184,7 +183,7 @@ class Arena:
     def job_states(self, job_ids: Sequence[JobId]) -> dict[JobId, JobState]:
         return {j: self.deployment.market.job(j).state for j in job_ids}
 
-    def games(self) -> list[Any]:
+    def games(self) -> list[Game]:
         games = self.deployment.disputes
         return [games.game(g) for g in range(1, games.game_count() + 1)]
 

@@ -42,7 +42,7 @@ from verinet.protocol.trace import hash_chain, initial_link, merkle_root
 from verinet.protocol.types import Job, JobState, Mode
 from verinet.runtime.executor import OnnxExecutor
 from verinet.runtime.tensors import Array, group_hash
-from verinet.runtime.wire import decode_group, encode_group
+from verinet.runtime.wire import decode_group
 from verinet.types import Cid, Hash32, JobId
 
 
@@ -61,22 +61,13 @@ def _skewed(outputs: Mapping[str, Array]) -> dict[str, Array]:
 class Persona(Node):
     """A node that reports `forge`'s run instead of its honest one, and defends it."""
 
-    def _execute_job(
+    def _job_run(
         self, served: ServedModel, record: JobRecord, feeds: Mapping[str, Array]
-    ) -> JobRecord:
+    ) -> tuple[dict[str, Array], TracedRun | None]:
         traced = self.forge(served, record, feeds)
         if traced is None:
-            return super()._execute_job(served, record, feeds)
-        outputs = {s.name: traced.outputs[s.name] for s in served.manifest.outputs}
-        return self.db.update(
-            record.job_id,
-            stage=Stage.READY,
-            output_cid=self.store.put(encode_group(outputs)),
-            output_hash=group_hash(outputs),
-            ops=traced.ops,
-            trace_final=traced.final,
-            trace_root=traced.root,
-        )
+            return super()._job_run(served, record, feeds)
+        return {s.name: traced.outputs[s.name] for s in served.manifest.outputs}, traced
 
     def forge(
         self, served: ServedModel, record: JobRecord, feeds: Mapping[str, Array]

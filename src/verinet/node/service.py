@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import httpx
 import structlog
@@ -62,6 +62,7 @@ from verinet.runtime.tensors import Array, group_hash
 from verinet.runtime.wire import decode_group, encode_group, group_to_json
 from verinet.types import Address, Cid, Hash32, JobId, ModelId
 
+_T = TypeVar("_T")
 _LOST_REVERTS = (JobNotOpen, SeatsFull, DeadlinePassed)
 
 
@@ -234,14 +235,18 @@ class Node:
     def _run(
         self, served: ServedModel, feeds: Mapping[str, Array], *, path: str
     ) -> dict[str, Array]:
+        return self._timed(path, self.pool.run_validated, served.manifest_cid, feeds)
+
+    def _timed(self, path: str, run: Callable[..., _T], *args: Any) -> _T:
+        """`run(*args)`, counted and timed in the metrics under `path`."""
         started = time.perf_counter()
         try:
-            outputs = self.pool.run_validated(served.manifest_cid, feeds)
+            value = run(*args)
         except VerinetError as exc:
             self._count_run(path, started, exc)
             raise
         self._count_run(path, started, None)
-        return outputs
+        return value
 
     def _count_run(self, path: str, started: float, failure: VerinetError | None) -> None:
         result = "ok" if failure is None else type(failure).__name__
@@ -369,22 +374,16 @@ class Node:
     def _execute_job(
         self, served: ServedModel, record: JobRecord, feeds: Mapping[str, Array]
     ) -> JobRecord:
-        """Run a job's input (traced for an optimistic job) and store what it commits to;
-        a failed run ends the job for this node as FAILED (callers hold the job's lock)."""
-        job_id = record.job_id
-        traced: TracedRun | None = None
+        """Run a job's input and store what the node commits to; a failed run ends the job
+        for this node as FAILED (callers hold the job's lock)."""
         try:
-            if record.mode == Mode.OPTIMISTIC:
-                traced = self._run_traced(served, feeds)
-                outputs = traced.outputs
-            else:
-                outputs = self._run(served, feeds, path="job")
+            outputs, traced = self._job_run(served, record, feeds)
         except VerinetError as exc:
-            failed = self.db.update(job_id, stage=Stage.FAILED, error=str(exc))
+            failed = self.db.update(record.job_id, stage=Stage.FAILED, error=str(exc))
             self._count(failed)
             raise
         return self.db.update(
-            job_id,
+            record.job_id,
             stage=Stage.READY,
             output_cid=self.store.put(encode_group(outputs)),
             output_hash=group_hash([(s.name, outputs[s.name]) for s in served.manifest.outputs]),
@@ -393,15 +392,14 @@ class Node:
             trace_root=None if traced is None else traced.root,
         )
 
-    def _run_traced(self, served: ServedModel, feeds: Mapping[str, Array]) -> TracedRun:
-        started = time.perf_counter()
-        try:
-            traced = self.pool.traced(served.manifest_cid, feeds)
-        except VerinetError as exc:
-            self._count_run("traced", started, exc)
-            raise
-        self._count_run("traced", started, None)
-        return traced
+    def _job_run(
+        self, served: ServedModel, record: JobRecord, feeds: Mapping[str, Array]
+    ) -> tuple[dict[str, Array], TracedRun | None]:
+        """A job's outputs, and for an optimistic job the traced run it claims."""
+        if record.mode == Mode.OPTIMISTIC:
+            traced = self._timed("traced", self.pool.traced, served.manifest_cid, feeds)
+            return traced.outputs, traced
+        return self._run(served, feeds, path="job"), None
 
     def _check_receipt_request(self, job: Job, signature: bytes) -> None:
         if job.mode != Mode.QUORUM:
