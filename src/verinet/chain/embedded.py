@@ -215,11 +215,13 @@ class EmbeddedChain:
             self._patch.timestamp = max(int(self._patch.timestamp), now)
 
     def _sync_hashes(self) -> None:
-        """BLOCKHASH for the block being built: the 256 before it, newest first."""
-        self._patch.prev_hashes = [block.hash for block in self._blocks[-1:-257:-1]]
+        """BLOCKHASH as calls see it, at the latest block: the 256 blocks before that one,
+        newest first (a transaction's block sees one more: `_next_block`)."""
+        self._patch.prev_hashes = [block.hash for block in self._blocks[-2:-258:-1]]
 
     def _next_block(self, sender: str, data: bytes) -> tuple[int, TxHash]:
-        self._sync_hashes()
+        # The block being built comes after the latest: its BLOCKHASH window starts there.
+        self._patch.prev_hashes = [block.hash for block in self._blocks[-1:-257:-1]]
         self._patch.block_number += 1
         self._patch.prevrandao = keccak(
             b"verinet embedded prevrandao" + self._patch.block_number.to_bytes(32, "big")

@@ -81,10 +81,10 @@ def finalize_after_hold(net: Network, job_id: JobId) -> None:
     """Move a dev chain past a submitted job's hold when it has one: a signed job drawn for
     audit (the draw is decided from the block after the receipt's), an optimistic claim."""
     market = net.deployment.market
-    if market.finalizable(job_id):
-        return
+    # While the receipt's block is the latest, the draw is open and `finalizable` says yes;
+    # the finalize's own block would decide it. Mine a block first, so it is decided now.
     if market.claim_of(job_id).submit_block >= net.chain.block_number():
-        net.chain.advance_time(0)  # a block, so the audit draw is decided
+        net.chain.advance_time(0)
     if not market.finalizable(job_id):
         hold = market.job(job_id).finalize_after
         net.chain.advance_time(max(0, hold - net.chain.timestamp()) + 1)
