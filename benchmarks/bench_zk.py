@@ -7,7 +7,10 @@ Per MLP (4-8-2, 16-32-4, 32-64-8; batch 1; seeded weights and input), in the sam
              setup | gen_witness, prove | verify
     verinet  build_artifacts (its steps up to setup, timed through its progress callback; its
              verifier steps, ezkl's Solidity rendering and the solcjs compile, shown apart),
-             prove, verify
+             prove, verify. ezkl's heavy steps run in worker processes that outlive a call
+             (see verinet.verification._ezkl), so these are a running node's figures; "cold"
+             is one proof after `close_workers`, the first proof of a process (worker start
+             and ezkl import included)
     default  the raw calls with ezkl's default range-check decomposition (16384 x 2), which is
              what Verinet's choice of decomposition saves against (not in --quick)
 
@@ -44,6 +47,7 @@ from verinet.verification.zk import (
     CircuitArtifacts,
     ZkProof,
     build_artifacts,
+    close_workers,
     prove,
     verifier_calldata,
     verify,
@@ -209,6 +213,8 @@ def measure(
             if default is not None:
                 add("default prove", timed(default.prove))
         add("verinet prove", timed(partial(prove, artifacts, {"x": x})))
+    close_workers()
+    add("verinet prove cold", timed(partial(prove, artifacts, {"x": x})))
     proof = prove(artifacts, {"x": x})
     assert verify(artifacts, proof)
 
@@ -296,6 +302,7 @@ def print_tables(results: dict[str, Any]) -> None:
         "prove raw",
         "prove verinet",
         "ratio",
+        "cold",
         "verify raw",
         "verify verinet",
         "ratio",
@@ -330,6 +337,7 @@ def print_tables(results: dict[str, Any]) -> None:
             f"{t['raw prove']:.3f}",
             f"{t['verinet prove']:.3f}",
             f"{r['prove verinet/raw']:.2f}",
+            f"{t['verinet prove cold']:.3f}",
             f"{t['raw verify']:.4f}",
             f"{t['verinet verify']:.4f}",
             f"{r['verify verinet/raw']:.2f}",
@@ -370,8 +378,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--reps", type=int, default=3, help="timed setups and proofs per size")
-    parser.add_argument("--verify-reps", type=int, default=20, help="timed verifications per size")
+    parser.add_argument("--reps", type=int, default=5, help="timed setups and proofs per size")
+    parser.add_argument("--verify-reps", type=int, default=100, help="timed verifications per size")
     parser.add_argument(
         "--quick", action="store_true", help="smallest size, one rep, no default (CI smoke)"
     )

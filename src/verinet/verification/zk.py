@@ -23,7 +23,8 @@ Everything ezkl writes goes under the work directory given to `build_artifacts`:
 sample.json, settings.json, model.ezkl (the compiled circuit), vk.key, pk.key, kzg.srs (when
 generated), Verifier.sol, artifacts.json (what `load_artifacts` reads), short-lived proof and
 verify files, and ``.ezkl``, the home and cache folder of the child processes that run ezkl's
-heavy steps (see `_ezkl` for why they are children). The verifier's Solidity is compiled with
+heavy steps (see `_ezkl` for why they are separate processes, and why they live on:
+`close_workers` ends them at once). The verifier's Solidity is compiled with
 solcjs (see `_solc`), not with the solc ezkl would download.
 """
 
@@ -64,7 +65,7 @@ from verinet.verification._artifacts import (
     load_artifacts,
     save_manifest,
 )
-from verinet.verification._ezkl import Call, Failure, run_calls
+from verinet.verification._ezkl import Call, Failure, close_workers, run_calls
 from verinet.verification._solc import compile_within_limit
 
 __all__ = [
@@ -76,6 +77,7 @@ __all__ = [
     "ZkProof",
     "ZkTensor",
     "build_artifacts",
+    "close_workers",
     "dequantize_outputs",
     "input_instances",
     "load_artifacts",
@@ -281,11 +283,14 @@ def verify(artifacts: CircuitArtifacts, proof: ZkProof) -> bool:
     for needed in (artifacts.settings, artifacts.vk, artifacts.srs):
         if not needed.is_file():
             raise ConfigError(f"{needed} is missing; rebuild the artifacts with build_artifacts()")
-    instances = [[_felt_hex(value) for value in proof.instances]]
+    instances = json.dumps([[_felt_hex(value) for value in proof.instances]])
     with tempfile.NamedTemporaryFile(
         "w", dir=artifacts.directory, prefix="verify-", suffix=".json"
     ) as file:
-        file.write(json.dumps({"instances": instances, "proof": list(proof.proof)}))
+        # The proof's bytes as a JSON array of numbers, written by table: 3x faster than
+        # json.dumps on a 3 KB proof, which is 3 % of a small circuit's verification.
+        proof_bytes = ",".join([_DECIMAL[byte] for byte in proof.proof])
+        file.write(f'{{"instances": {instances}, "proof": [{proof_bytes}]}}')
         file.flush()
         try:
             # reduced_srs: load only the SRS points verification needs (KZG checks use the G1
@@ -318,7 +323,9 @@ class _Steps:
         if self._progress is not None:
             self._progress(self._names[-1], len(self._names), len(self._names))
 
-    def calls(self, calls: Sequence[Call], scratch: Path) -> Failure | None:
+    def calls(
+        self, calls: Sequence[Call], scratch: Path, *, more_to_come: bool = False
+    ) -> Failure | None:
         """Run ezkl `calls`, reporting each as it starts; the one that failed, if any."""
         self.start(calls[0].step)
 
@@ -326,7 +333,7 @@ class _Steps:
             if n < len(calls):
                 self.start(calls[n].step)
 
-        return run_calls(calls, scratch=scratch, on_done=done)
+        return run_calls(calls, scratch=scratch, on_done=done, more_to_come=more_to_come)
 
 
 def _failed(failure: Failure) -> str:
@@ -336,6 +343,9 @@ def _failed(failure: Failure) -> str:
 def _validated(artifacts: CircuitArtifacts, inputs: Mapping[str, Array]) -> dict[str, Array]:
     specs = [TensorSpec(name=t.name, dtype=t.dtype, shape=t.shape) for t in artifacts.inputs]
     return validate_inputs(specs, InputPolicy(), inputs)
+
+
+_DECIMAL: Final = tuple(str(byte) for byte in range(256))
 
 
 def _felt_int(felt: str) -> int:
@@ -419,6 +429,7 @@ def _calibrated_settings(folder: Path, variables: list[list[Any]], steps: _Steps
                 ),
             ],
             folder / SCRATCH,
+            more_to_come=True,
         )
         if failed:
             raise CircuitBuildFailed(_failed(failed))
