@@ -3,6 +3,7 @@
 ```
 VerinetError
 ├── ConfigError                      (ValueError)   fix the configuration and retry
+├── JsonTooDeep                      (ValueError)   JSON nested past the limit, refused unparsed
 ├── TransientError                                   retry with backoff
 │   └── ChainUnavailable             (ConnectionError)
 ├── ProtocolViolation                                a peer broke the rules: reject or slash
@@ -74,6 +75,10 @@ class VerinetError(Exception):
 
 class ConfigError(VerinetError, ValueError):
     """The configuration is wrong; the message says which setting and how to fix it."""
+
+
+class JsonTooDeep(VerinetError, ValueError):
+    """A JSON document nests deeper than its reader takes (see `verinet.safe_json`)."""
 
 
 class TransientError(VerinetError):

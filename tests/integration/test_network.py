@@ -14,9 +14,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from functools import cache
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,6 +28,7 @@ import pytest
 
 from verinet.chain._abi import Event
 from verinet.client import Client
+from verinet.client.sdk import NodeEndpoint
 from verinet.devnet.audit import audit, audit_jobs
 from verinet.devnet.network import Devnet
 from verinet.devnet.samples import SampleModel, sample_models
@@ -488,6 +491,11 @@ def test_malformed_inputs_are_refused_with_what_to_fix(net: Devnet, http: httpx.
         content=b'{"inputs": {"x": ',
         headers={"content-type": "application/json"},
     )
+    # 100,000 levels would overflow the C stack of json's parser (a segfault, since py-evm
+    # raises the recursion limit): refused before parsing, on the job and the direct route.
+    deep = b'{"inputs": {"x": ' + b"[" * 100_000
+    for where in (job_input, f"{url}/v1/models/{net.models[sample.name]}/execute"):
+        refused(400, "MalformedTensor", "deeper than 64 levels", path=where, content=deep)
     other = np.ones_like(x)
     refused(
         409,
@@ -540,3 +548,53 @@ def test_sdk_refuses_a_wrong_dtype_before_any_money_moves(net: Devnet, client: C
 
     assert token.balance_of(client.address) == balance
     assert market.job_count() == jobs
+
+
+class _Hostile(BaseHTTPRequestHandler):
+    """A node endpoint that refuses inputs and answers every read with JSON nested 200,000
+    deep: parsed as it stands, it would crash the client (json's C stack)."""
+
+    reads = 0
+
+    def do_POST(self) -> None:
+        self.send_error(503)
+
+    def do_GET(self) -> None:
+        type(self).reads += 1
+        body = b"[" * 200_000
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+class _ClientWithHostileNodes(Client):
+    """Lists a hostile endpoint first under every registered node's address."""
+
+    hostile_url = ""
+
+    def nodes(self, model_id: Any = None) -> list[NodeEndpoint]:
+        real = super().nodes(model_id)
+        return [NodeEndpoint(n.address, self.hostile_url) for n in real] + real
+
+
+def test_a_node_answering_hostile_json_cannot_crash_the_client(net: Devnet) -> None:
+    sample = samples()["mlp"]
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hostile)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with _ClientWithHostileNodes(net.deployment, net.clients[1], timeout=DEADLINE) as c:
+            c.hostile_url = f"http://127.0.0.1:{server.server_address[1]}"
+            result = c.infer(net.models["mlp"], sample.example, mode="signed")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    assert _Hostile.reads > 0  # the client asked the hostile endpoint first, and went on
+    assert_bit_exact(result.outputs, expected_outputs(sample))
+    assert result.verdict is not None and result.verdict.checks[0] == "outputs hash to the result"

@@ -238,6 +238,10 @@ def test_json_rpc_errors_and_batches(url: str) -> None:
     assert error_of(rpc(url, "eth_blockNumber", "extra"))["code"] == -32602
     malformed = httpx.post(url, content=b'{"jsonrpc": "2.0", "id": 1, "method"')
     assert malformed.json()["error"]["code"] == -32700
+    deep = httpx.post(url, content=b"[" * 200_000)  # would overflow json's C parser
+    assert (
+        deep.json()["error"]["code"] == -32700 and "deeper than" in deep.json()["error"]["message"]
+    )
     batch = [
         {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []},
         {"jsonrpc": "2.0", "method": "eth_blockNumber", "params": []},  # a notification

@@ -23,7 +23,6 @@ anvil_setBalance.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from verinet import __version__
+from verinet import __version__, safe_json
 from verinet.chain import _rpc_codec as codec
 from verinet.chain._backend import Log
 from verinet.chain._rpc_codec import REFUSED, RpcError, SignedTx, take
@@ -444,8 +443,8 @@ class _Methods:
     def handle(self, body: bytes) -> Any:
         """The reply to one HTTP body: an object, a list (batch), or None (notifications)."""
         try:
-            request = json.loads(body)
-        except ValueError as exc:
+            request = safe_json.loads(body)
+        except ValueError as exc:  # JsonTooDeep included: parsing it could crash the process
             return RpcError(codec.PARSE_ERROR, f"parse error: {exc}").reply(None)
         if not isinstance(request, list):
             return self._one(request)

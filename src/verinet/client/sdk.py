@@ -24,6 +24,7 @@ import httpx
 import numpy as np
 from eth_account.signers.local import LocalAccount
 
+from verinet import safe_json
 from verinet.chain.deploy import Deployment
 from verinet.chain.jsonrpc import JsonRpcChain
 from verinet.errors import (
@@ -373,7 +374,7 @@ class Client:
         """The receipt in a node's answer to the input, if it is that node's valid receipt
         for this job on this market (anything else is ignored: commit and reveal remain)."""
         with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError, InvalidReceipt):
-            raw = response.json()["receipt"]
+            raw = _json_object(response)["receipt"]
             receipt = Receipt(
                 chain_id=self.chain.chain_id,
                 market=self.deployment.market.address,
@@ -528,10 +529,14 @@ class Client:
             if response.status_code != 200:
                 errors.append(f"{node.url}: {response.status_code} {_detail(response)}")
                 continue
-            body = response.json()
-            outputs = group_from_json(
-                body.get("outputs"), max_bytes=MAX_RESULT_BYTES, what="outputs"
-            )
+            try:  # a node's answer is untrusted: a bad one is that node's error, not ours
+                body = _json_object(response)
+                outputs = group_from_json(
+                    body.get("outputs"), max_bytes=MAX_RESULT_BYTES, what="outputs"
+                )
+            except ValueError as exc:
+                errors.append(f"{node.url}: {exc}")
+                continue
             ordered = {s.name: outputs[s.name] for s in manifest.outputs if s.name in outputs}
             if len(ordered) == len(manifest.outputs) and group_hash(ordered) == job.result:
                 return ordered, node.url, _signature(body.get("receipt"))
@@ -751,9 +756,18 @@ def _signature(value: Any) -> bytes | None:
         return None
 
 
+def _json_object(response: httpx.Response) -> dict[str, Any]:
+    """A node's JSON answer, which must be an object (`ValueError` otherwise, `JsonTooDeep`
+    for one nested too deep to parse safely)."""
+    body = safe_json.loads(response.content)
+    if not isinstance(body, dict):
+        raise ValueError(f"the answer is a JSON {type(body).__name__}, not an object")
+    return body
+
+
 def _detail(response: httpx.Response) -> str:
     try:
-        body = response.json()
+        body = safe_json.loads(response.content)
     except ValueError:
         return response.text[:200]
     if isinstance(body, dict):

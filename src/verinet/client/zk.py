@@ -180,7 +180,7 @@ def _fetch_once(
 ) -> tuple[tuple[dict[str, Array], ZkProof, str] | None, list[str], bool]:
     """One round over the nodes: (outputs, proof, url) or None, the errors, and whether
     some node said its result is not ready yet."""
-    from verinet.client.sdk import MAX_RESULT_BYTES, _detail
+    from verinet.client.sdk import MAX_RESULT_BYTES, _detail, _json_object
 
     errors, pending = [], False
     for node in sorted(nodes, key=lambda n: n.address != prover):
@@ -193,8 +193,8 @@ def _fetch_once(
             pending |= response.status_code == 409 and node.address == prover
             errors.append(f"{node.url}: {response.status_code} {_detail(response)}")
             continue
-        body = response.json()
         try:
+            body = _json_object(response)
             proof = proof_from_json(body.get("zk"), artifacts)
             sent = group_from_json(body.get("outputs"), max_bytes=MAX_RESULT_BYTES, what="outputs")
         except (MalformedEvidence, ValueError) as exc:

@@ -21,7 +21,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from verinet import __version__
+from verinet import __version__, safe_json
 from verinet.errors import (
     ExecutionFailed,
     ExecutionTimeout,
@@ -177,8 +177,8 @@ async def _json_body(request: Request) -> Any:
 
 def _parse(raw: bytes) -> Any:
     try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return safe_json.loads(raw)
+    except ValueError as exc:  # not JSON, not UTF-8, or nested too deep to parse safely
         raise MalformedTensor(f"the body is not valid JSON: {exc}") from None
 
 

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-import numpy as np
 import onnx
 from onnx import numpy_helper
 
@@ -45,6 +44,7 @@ from verinet.runtime.session import open_session, run_session
 from verinet.runtime.tensors import Array, group_hash
 from verinet.runtime.trace import Trace, execute_op, op_inputs, op_outputs
 from verinet.runtime.wire import group_from_json, group_to_json
+from verinet.safe_json import nesting
 from verinet.types import Cid, Hash32
 
 DEFAULT_MAX_EVIDENCE_BYTES = 32 * 2**20
@@ -172,23 +172,6 @@ def _hex(value: bytes) -> str:
 _FIELDS = frozenset({"step", "inputs", "producers", "op_hashes"})
 _OPENING_FIELDS = frozenset({"op", "outputs", "proof"})
 _HASH = re.compile(r"0x[0-9a-fA-F]{64}")
-_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
-_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
-
-
-def _nesting(text: str) -> int:
-    """How deep JSON `text` nests (an upper bound), found without parsing it.
-
-    json's C parser recurses once per level, and py-evm and py_ecc raise the recursion limit
-    to 100000 on import, so a deep enough document would overflow the C stack (a crash, not
-    a RecursionError) before the limit is reached.
-    """
-    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text)).encode()
-    if not brackets:
-        return 0
-    codes = np.frombuffer(brackets, np.uint8)
-    steps = np.where((codes == ord("[")) | (codes == ord("{")), 1, -1)
-    return int(np.cumsum(steps).max())
 
 
 class _Decoder:
@@ -209,7 +192,7 @@ class _Decoder:
             text = data if isinstance(data, str) else bytes(data).decode()
         except UnicodeDecodeError:
             raise MalformedEvidence("the evidence is not UTF-8 text") from None
-        if _nesting(text) > MAX_JSON_DEPTH:
+        if nesting(text) > MAX_JSON_DEPTH:
             raise MalformedEvidence(f"the evidence nests deeper than {MAX_JSON_DEPTH} levels")
         try:
             doc = json.loads(text)
