@@ -28,7 +28,7 @@ from verinet.node.db import Stage
 from verinet.protocol.types import JobState, Mode
 from verinet.protocol.zk import instances_hash
 from verinet.runtime.executor import OnnxExecutor
-from verinet.types import ModelId
+from verinet.types import Address, ModelId
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("zk-devnet")]
 
@@ -124,6 +124,38 @@ def test_a_node_refuses_inputs_the_job_did_not_commit_to(
         with pytest.raises(NodeRequestFailed, match=InputHashMismatch.__name__):
             client._send_inputs(job_id, mlp.example, nodes, lambda _: None)
     assert devnet.deployment.market.job(job_id).state == JobState.OPEN
+
+
+# Init code whose runtime answers every call with uint256 1: a "verifier" that accepts anything.
+ACCEPTS_ANYTHING = bytes.fromhex("600a600c600039600a6000f3" + "600160005260206000f3")
+
+
+def test_a_model_whose_verifier_is_not_its_circuits_is_refused_before_paying(
+    devnet: Devnet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VERINET_CACHE_DIR", str(tmp_path))
+    mlp = next(s for s in sample_models() if s.name == "mlp")
+    d = devnet.deployment
+    owner = Address(devnet.model_owner.address)
+    # The owner republishes the zk sample (same model and circuit files) and names as its
+    # verifier a contract that accepts every proof: the market would pay for anything.
+    honest = d.models.model(devnet.models[ZK_SAMPLE])
+    evil, _ = d.models.publish(
+        honest.model_cid, honest.manifest_cid, honest.fee, honest.modes, sender=owner
+    )
+    anything = d.chain.deploy(ACCEPTS_ANYTHING, sender=owner).contract_address
+    assert anything is not None
+    assert d.chain.call(anything, b"any proof") == (1).to_bytes(32, "big")
+    d.models.set_verifier(evil, anything, 16, sender=owner)
+    for node, _ in devnet.nodes:
+        d.nodes.set_serving([evil], True, sender=node)
+
+    with Client(d, devnet.clients[1]) as client:
+        balance, jobs = d.token.balance_of(client.address), d.market.job_count()
+        with pytest.raises(VerificationFailed, match="not the verifier its circuit was built"):
+            client.infer(evil, mlp.example, mode="zk")
+        assert d.token.balance_of(client.address) == balance
+        assert d.market.job_count() == jobs  # refused before the request: nothing escrowed
 
 
 def _verinet(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:

@@ -78,6 +78,10 @@ class Chain(Protocol):
         """Logs emitted since `from_block`, oldest first."""
         ...
 
+    def code(self, address: Address) -> bytes:
+        """The runtime code at `address` as of the latest block (empty for an account)."""
+        ...
+
     def block_number(self) -> int:
         """Number of the latest block."""
         ...

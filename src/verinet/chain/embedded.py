@@ -470,6 +470,7 @@ class EmbeddedChain:
 
     @_locked
     def code(self, address: Address) -> bytes:
+        """The runtime code at `address` (empty for an account)."""
         return bytes(self._env.get_code(to_checksum_address(address)))
 
     @_locked

@@ -130,6 +130,11 @@ class JsonRpcChain:
         result: str = self._rpc("eth_call", [params, "latest"])
         return bytes.fromhex(result[2:])
 
+    def code(self, address: Address) -> bytes:
+        """`eth_getCode` at the latest block."""
+        result: str = self._rpc("eth_getCode", [address, "latest"])
+        return bytes.fromhex(result[2:])
+
     def logs(self, *, address: Address | None = None, from_block: int = 0) -> list[Log]:
         """Logs emitted from `from_block` to the latest block, oldest first."""
         latest = self.block_number()

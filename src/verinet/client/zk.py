@@ -9,6 +9,7 @@ them by CID from the nodes serving the model, verifies every blob, and keeps the
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import numpy as np
 
+from verinet.chain import EmbeddedChain
 from verinet.errors import (
     ConfigError,
     JobRefunded,
@@ -28,7 +30,7 @@ from verinet.errors import (
 )
 from verinet.hub.manifest import ModelManifest
 from verinet.hub.store import DiskStore
-from verinet.protocol.types import Job, JobState, Mode
+from verinet.protocol.types import Job, JobState, Mode, ZkVerifier
 from verinet.protocol.zk import instances_hash
 from verinet.runtime.inputs import validate_inputs
 from verinet.runtime.tensors import Array, group_hash
@@ -98,6 +100,8 @@ def infer_zk(
     artifacts = circuit(manifest, [n.url for n in nodes], http=client._http)
     if artifacts.srs_for_testing:
         say(f"WARNING: {TESTING_SRS_WARNING}")
+    say("checking the model's on-chain verifier against its circuit")
+    checked_verifier(client, model, artifacts)  # before any money moves
     feeds = validate_inputs(manifest.inputs, manifest.input_policy, inputs)
     input_hash = group_hash(feeds)
     say("committing to the inputs' circuit instances")
@@ -234,10 +238,10 @@ def verify_zk(client: Client, result: VerifiedResult) -> Verdict:
         )
     if job.input_hash != result.input_hash or job.model_id != result.model_id:
         raise VerificationFailed("the on-chain job is for other inputs or another model")
-    verifier = client.deployment.models.verifier_of(result.model_id)
+    verifier = checked_verifier(client, result.model_id, artifacts)
     checks.append(
-        f"the chain paid this result (PAID) after verifier {verifier.address[:10]}… accepted "
-        "its proof"
+        f"the chain paid this result (PAID) after verifier {verifier.address[:10]}…, the "
+        "circuit's own (its code is the artifacts' verifier), accepted its proof"
     )
     if instances_hash(proof.input_instances) != market.instances_hash(result.job_id):
         raise VerificationFailed("the proof's input instances are not those the job committed to")
@@ -257,6 +261,34 @@ def verify_zk(client: Client, result: VerifiedResult) -> Verdict:
         f"verification key{testing}"
     )
     return Verdict(mode="zk", checks=tuple(checks))
+
+
+def checked_verifier(client: Client, model_id: ModelId, artifacts: CircuitArtifacts) -> ZkVerifier:
+    """The model's registered verifier, once its on-chain code is found to be what the
+    circuit's verifier deploys to. A different contract (one that accepts anything, or
+    another circuit's) would let the market pay for proofs that prove nothing about this
+    model, so `VerificationFailed` is raised instead."""
+    verifier = client.deployment.models.verifier_of(model_id)
+    code = client.chain.code(verifier.address)
+    if code != _runtime_of(artifacts.verifier_bytecode):
+        what = "has no code" if not code else f"runs {len(code):,} bytes of other code"
+        raise VerificationFailed(
+            f"model {model_id}'s registered verifier {verifier.address} {what}, not the "
+            f"verifier its circuit was built with ({artifacts.verifier_runtime_size:,} bytes): "
+            "the market would accept proofs that prove nothing about this model. Use another "
+            "mode, or ask its owner to publish a new version"
+        )
+    return verifier
+
+
+@functools.lru_cache(maxsize=16)
+def _runtime_of(init_code: bytes) -> bytes:
+    """The code `init_code` leaves on-chain, found by deploying it in a scratch EVM."""
+    scratch = EmbeddedChain(accounts=1)
+    sender = Address(scratch.accounts[0].address)
+    deployed = scratch.deploy(init_code, sender=sender).contract_address
+    assert deployed is not None
+    return scratch.code(deployed)
 
 
 def _same(a: Mapping[str, Array], b: Mapping[str, Array]) -> bool:
