@@ -70,6 +70,8 @@ def test_deploy_and_call(chain: JsonRpcChain, sender: Address) -> None:
     assert receipt.gas_used > 21_000
     assert chain.call(address, b"anything") == CONSTANT
     assert chain.call(address, b"", sender=Address(chain.accounts[1].address)) == CONSTANT
+    assert chain.code(address) == RETURNS_CONSTANT
+    assert chain.code(Address(chain.accounts[1].address)) == b""  # an account has no code
 
 
 def test_revert_is_decoded(chain: JsonRpcChain, sender: Address) -> None:
