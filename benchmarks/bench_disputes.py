@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from eth_utils.crypto import keccak
 from verinet.chain import Chain, EmbeddedChain, dev_accounts
 from verinet.devnet.bootstrap import Network, bootstrap, placeholder_cid
 from verinet.devnet.disputes import challenge, past_deadline, play, run_optimistic, synthetic_trace
-from verinet.devnet.jobs import _eligible, sign_for
+from verinet.devnet.jobs import drawn_nodes, sign_for
 from verinet.protocol.dispute import rounds as max_rounds
 from verinet.protocol.types import BPS, GameOutcome, Mode
 from verinet.types import Address, Hash32
@@ -120,7 +121,7 @@ def audit_rows(net: Network, ps: list[int], ns: list[int], trials: int) -> list[
             job_id, _ = d.market.request(
                 net.model_id, _h(f"audit {p} {t}"), Mode.SIGNED, 1, sender=Address(client.address)
             )
-            (node,) = _eligible(net, job_id, 1)
+            (node,) = drawn_nodes(net, job_id, 1)
             d.market.submit_receipt(
                 sign_for(net, node, job_id, _h(f"audit {p} {t}"), _h("wrong")),
                 sender=Address(client.address),
@@ -129,6 +130,8 @@ def audit_rows(net: Network, ps: list[int], ns: list[int], trials: int) -> list[
             claim = d.market.claim_of(job_id)
             assert claim.audit_bps == p, claim.audit_bps
             draws.append(claim.audited)
+        rate = sum(draws) / len(draws)
+        sigma = math.sqrt(p / BPS * (1 - p / BPS) / len(draws))
         for n in ns:
             caught = sum(any(draws[i * n : (i + 1) * n]) for i in range(trials))
             expected = 1 - (1 - p / BPS) ** n
@@ -139,7 +142,10 @@ def audit_rows(net: Network, ps: list[int], ns: list[int], trials: int) -> list[
                     "trials": trials,
                     "detected": round(caught / trials, 3),
                     "expected": round(expected, 3),
-                    "single_job_rate": round(sum(draws) / len(draws), 4),
+                    "single_job_rate": round(rate, 4),
+                    "jobs": len(draws),
+                    # the per-job rate's distance from p in binomial standard deviations
+                    "z": round((rate - p / BPS) / sigma, 2),
                 }
             )
     return rows
@@ -179,12 +185,12 @@ def main(argv: list[str] | None = None) -> int:
                 print("\nAudit detection: a node cheating on n signed jobs, drawn on-chain at p")
                 print(
                     f"{'p':>5} {'n':>3} {'trials':>6} {'detected':>9} {'1-(1-p)^n':>10} "
-                    f"{'per job':>8}"
+                    f"{'per job':>8} {'jobs':>5} {'z':>5}"
                 )
                 for a in audits:
                     print(
                         f"{a['p']:>5} {a['n']:>3} {a['trials']:>6} {a['detected']:>9} "
-                        f"{a['expected']:>10} {a['single_job_rate']:>8}"
+                        f"{a['expected']:>10} {a['single_job_rate']:>8} {a['jobs']:>5} {a['z']:>5}"
                     )
         finally:
             if process is not None:

@@ -23,7 +23,7 @@ from verinet.devnet.disputes import (
     run_optimistic,
     synthetic_trace,
 )
-from verinet.devnet.jobs import _eligible, sign_for
+from verinet.devnet.jobs import drawn_nodes, sign_for
 from verinet.errors import (
     AlreadyChallenged,
     ChallengeClosed,
@@ -94,7 +94,7 @@ def test_a_claim_is_refused_unless_it_is_well_formed_and_from_a_drawn_node(
     job_id, _ = d.market.request(
         net.model_id, t.input_hash, Mode.OPTIMISTIC, 1, sender=addr(net.clients[0])
     )
-    (node,) = _eligible(net, job_id, 1)
+    (node,) = drawn_nodes(net, job_id, 1)
     with pytest.raises(InvalidTrace):
         d.market.submit_claim(job_id, t.output_hash, t.final, t.root, 0, sender=addr(node))
     with pytest.raises(InvalidTrace):
@@ -388,7 +388,7 @@ def test_a_claim_cannot_be_challenged_after_its_window_or_once_paid(net: Network
 def _signed(net: Network, output: Hash32) -> tuple[JobId, Address]:
     d = net.deployment
     job_id, _ = d.market.request(net.model_id, h("in"), Mode.SIGNED, 1, sender=addr(net.clients[0]))
-    (node,) = _eligible(net, job_id, 1)
+    (node,) = drawn_nodes(net, job_id, 1)
     d.market.submit_receipt(
         sign_for(net, node, job_id, h("in"), output), sender=addr(net.clients[0])
     )

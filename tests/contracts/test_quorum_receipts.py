@@ -13,7 +13,7 @@ import pytest
 
 from tests.helpers import addr, assert_nothing_lost, h
 from verinet.devnet.bootstrap import Network
-from verinet.devnet.jobs import _eligible, run_quorum_receipts, sign_for
+from verinet.devnet.jobs import drawn_nodes, run_quorum_receipts, sign_for
 from verinet.errors import (
     DeadlinePassed,
     DuplicateNode,
@@ -40,7 +40,7 @@ def _open(net: Network, k: int = 3, mode: Mode = Mode.QUORUM) -> JobId:
 
 
 def _receipts(net: Network, job_id: JobId, answers: list[str]) -> list[Receipt]:
-    seated = _eligible(net, job_id, len(answers))
+    seated = drawn_nodes(net, job_id, len(answers))
     return [sign_for(net, n, job_id, h("in"), h(a)) for n, a in zip(seated, answers, strict=True)]
 
 

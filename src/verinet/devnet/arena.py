@@ -20,7 +20,7 @@ from verinet._server import serve
 from verinet.chain.deploy import Deployment, deploy_protocol
 from verinet.chain.embedded import EmbeddedChain
 from verinet.devnet.bootstrap import MAX_UINT, TOKEN, fund, stake_node
-from verinet.devnet.network import Windows, _tune
+from verinet.devnet.network import Windows, apply_windows
 from verinet.devnet.samples import SampleModel, publish_samples, sample_models
 from verinet.errors import VerinetError
 from verinet.hub.store import DiskStore
@@ -68,7 +68,7 @@ class Arena:
         d = deploy_protocol(
             chain, deployer=Address(deployer.address), treasury=Address(treasury.address)
         )
-        _tune(d, Address(deployer.address), windows)
+        apply_windows(d, Address(deployer.address), windows)
         hub = DiskStore(folder / "hub")
         chosen = next(s for s in sample_models() if s.name == sample)
         model_id = publish_samples(d, hub, Address(owner.address), [chosen])[sample].model_id

@@ -15,7 +15,7 @@ from eth_account.signers.local import LocalAccount
 
 from verinet.chain._backend import TxReceipt
 from verinet.devnet.bootstrap import Network
-from verinet.devnet.jobs import JobRun, _eligible
+from verinet.devnet.jobs import JobRun, drawn_nodes
 from verinet.protocol.trace import hash_chain, initial_link, merkle_root
 from verinet.protocol.types import GamePhase, Mode
 from verinet.types import Address, Hash32, JobId
@@ -92,7 +92,7 @@ def run_optimistic(
         net.model_id, trace.input_hash, Mode.OPTIMISTIC, 1, sender=sender
     )
     run = JobRun(job_id, transactions=[("request", receipt)])
-    claimant = node or _eligible(net, job_id, 1)[0]
+    claimant = node or drawn_nodes(net, job_id, 1)[0]
     tx = d.market.submit_claim(
         job_id,
         trace.output_hash,

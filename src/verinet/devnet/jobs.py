@@ -33,7 +33,7 @@ class JobRun:
         return sum(r.gas_used for _, r in self.transactions)
 
 
-def _eligible(net: Network, job_id: JobId, want: int) -> list[LocalAccount]:
+def drawn_nodes(net: Network, job_id: JobId, want: int) -> list[LocalAccount]:
     """Nodes drawn for the job; moves the clock a selection round at a time until enough are."""
     market, params = net.deployment.market, net.deployment.params
     for _ in range(20):
@@ -67,7 +67,7 @@ def run_signed(
     sender = Address(client.address)
     job_id, receipt = d.market.request(net.model_id, input_hash, Mode.SIGNED, 1, sender=sender)
     run = JobRun(job_id, transactions=[("request", receipt)])
-    (node,) = _eligible(net, job_id, 1)
+    (node,) = drawn_nodes(net, job_id, 1)
     signed = sign_for(net, node, job_id, input_hash, output_hash)
     run.receipt = signed
     run.transactions.append(("submit_receipt", d.market.submit_receipt(signed, sender=sender)))
@@ -106,7 +106,7 @@ def run_quorum(
     sender = Address(client.address)
     job_id, receipt = d.market.request(net.model_id, input_hash, Mode.QUORUM, k, sender=sender)
     run = JobRun(job_id, transactions=[("request", receipt)])
-    seated = _eligible(net, job_id, k)
+    seated = drawn_nodes(net, job_id, k)
     salts = [os.urandom(32) for _ in seated]
     answers: Sequence[Hash32 | None] = [answer(i) for i in range(len(seated))]
     for node, salt, out in zip(seated, salts, answers, strict=True):
@@ -139,7 +139,7 @@ def run_quorum_receipts(
     sender = Address(client.address)
     job_id, receipt = d.market.request(net.model_id, input_hash, Mode.QUORUM, k, sender=sender)
     run = JobRun(job_id, transactions=[("request", receipt)])
-    seated = _eligible(net, job_id, k)
+    seated = drawn_nodes(net, job_id, k)
     receipts = [sign_for(net, node, job_id, input_hash, answer(i)) for i, node in enumerate(seated)]
     run.transactions.append(("submit_quorum", d.market.submit_quorum(receipts, sender=sender)))
     run.job = d.market.job(job_id)

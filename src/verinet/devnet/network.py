@@ -125,7 +125,7 @@ class Devnet:
                 deployer=Address(deployer.address),
                 treasury=Address(treasury.address),
             )
-            _tune(deployment, Address(deployer.address), windows)
+            apply_windows(deployment, Address(deployer.address), windows)
             say("building and publishing the sample models")
             hub_store = DiskStore(data_dir / "hub")
             published = publish_samples(deployment, hub_store, Address(owner.address))
@@ -394,7 +394,9 @@ def _reserve_port() -> socket.socket:
     return bind_socket("127.0.0.1", 0)
 
 
-def _tune(deployment: Deployment, owner: Address, windows: Windows) -> None:
+def apply_windows(deployment: Deployment, owner: Address, windows: Windows) -> None:
+    """Set a deployment's windows, dispute timeouts and selection round to `windows` (the
+    devnet's short ones), keeping every other parameter."""
     params = deployment.params
     current = params.snapshot()
     params.set_windows(
