@@ -14,12 +14,13 @@ from verinet._server import serve
 from verinet.chain import EmbeddedChain
 from verinet.chain.deploy import deploy_protocol
 from verinet.devnet.models import mlp
-from verinet.errors import CircuitTooLarge, InvalidManifest, MalformedEvidence
+from verinet.errors import CircuitTooLarge, ConfigError, InvalidManifest, MalformedEvidence
 from verinet.hub.http import blob_app
 from verinet.hub.manifest import ModelManifest
 from verinet.hub.publish import draft_manifest
 from verinet.hub.store import DiskStore
 from verinet.types import Address
+from verinet.verification._artifacts import MANIFEST, load_artifacts
 from verinet.verification.zk import CircuitArtifacts, ZkProof, build_artifacts, prove, verify
 from verinet.verification.zk_hub import (
     fetch_artifacts,
@@ -109,3 +110,10 @@ def test_publishing_refuses_a_model_too_large_for_zk(tmp_path: Path) -> None:
             max_model_bytes=len(MODEL) - 1,
         )
     assert d.models.model_count() == 0
+
+
+def test_a_circuit_description_nested_to_crash_json_is_refused(tmp_path: Path) -> None:
+    # A publisher's artifacts.json is read by every client and prover that fetches the circuit.
+    (tmp_path / MANIFEST).write_bytes(b'{"inputs": ' + b"[" * 200_000)
+    with pytest.raises(ConfigError, match="JsonTooDeep"):
+        load_artifacts(tmp_path)

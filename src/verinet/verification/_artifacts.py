@@ -8,6 +8,7 @@ from math import prod
 from pathlib import Path
 from typing import Any, Final
 
+from verinet import safe_json
 from verinet.errors import ConfigError
 from verinet.runtime.tensors import Array
 
@@ -139,7 +140,8 @@ def load_artifacts(directory: Path | str) -> CircuitArtifacts:
     """The artifacts `build_artifacts` left in `directory` (raises `ConfigError` if none)."""
     folder = Path(directory).resolve()
     try:
-        saved = json.loads((folder / MANIFEST).read_text())
+        # A fetched circuit's description is its publisher's: nesting is measured first.
+        saved = safe_json.loads((folder / MANIFEST).read_bytes())
         tensors = {
             side: tuple(
                 ZkTensor(
