@@ -47,8 +47,5 @@ def loads(data: bytes | bytearray | str, *, max_depth: int = MAX_DEPTH) -> Any:
     """`json.loads(data)`, unless `data` nests deeper than `max_depth` (`JsonTooDeep`)."""
     raw = data.encode(errors="surrogatepass") if isinstance(data, str) else bytes(data)
     if raw.count(b"[") + raw.count(b"{") > max_depth and nesting(raw) > max_depth:
-        raise JsonTooDeep(
-            f"the JSON nests deeper than {max_depth} levels; send tensors as flat data with "
-            "a shape, and no deeper structure"
-        )
+        raise JsonTooDeep(f"JSON nested deeper than {max_depth} levels (refused unparsed)")
     return json.loads(data)

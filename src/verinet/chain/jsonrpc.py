@@ -18,8 +18,9 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 from web3 import HTTPProvider, Web3
 from web3.exceptions import ProviderConnectionError
-from web3.types import RPCEndpoint
+from web3.types import RPCEndpoint, RPCResponse
 
+from verinet import safe_json
 from verinet.chain._accounts import DEV_ETHER
 from verinet.chain._backend import Log, TxReceipt
 from verinet.chain._revert import decode_revert
@@ -27,6 +28,7 @@ from verinet.errors import (
     ChainUnavailable,
     ConfigError,
     ContractRevert,
+    JsonTooDeep,
     TransientError,
     VerinetError,
 )
@@ -66,6 +68,15 @@ def _log(raw: dict[str, Any]) -> Log:
     )
 
 
+class _Provider(HTTPProvider):
+    """web3's HTTP provider reading answers through `safe_json`: the endpoint may be a
+    third party's, and JSON nested deep enough would crash the process in json.loads."""
+
+    @staticmethod
+    def decode_rpc_response(raw_response: bytes) -> RPCResponse:
+        return cast(RPCResponse, safe_json.loads(raw_response))
+
+
 class JsonRpcChain:
     """A `Chain` reached over HTTP JSON-RPC.
 
@@ -83,7 +94,7 @@ class JsonRpcChain:
         receipt_timeout: float = 60.0,
     ) -> None:
         self._url = url
-        self._w3 = Web3(HTTPProvider(url))
+        self._w3 = Web3(_Provider(url))
         self._dev = dev
         self._receipt_timeout = receipt_timeout
         self._accounts: dict[Address, LocalAccount] = {}
@@ -306,6 +317,8 @@ class JsonRpcChain:
             raise ChainUnavailable(
                 f"{self._url} did not answer {method}: {exc}; is the node running?"
             ) from exc
+        except JsonTooDeep as exc:
+            raise JsonTooDeep(f"{self._url} answered {method} with {exc}") from None
         error = cast("dict[str, Any] | None", response.get("error"))
         if error is None:
             return response.get("result")

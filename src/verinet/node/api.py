@@ -32,6 +32,7 @@ from verinet.errors import (
     InputTooLarge,
     InvalidInput,
     InvalidReceipt,
+    JsonTooDeep,
     MalformedCid,
     MalformedTensor,
     NodeError,
@@ -178,7 +179,11 @@ async def _json_body(request: Request) -> Any:
 def _parse(raw: bytes) -> Any:
     try:
         return safe_json.loads(raw)
-    except ValueError as exc:  # not JSON, not UTF-8, or nested too deep to parse safely
+    except JsonTooDeep as exc:
+        raise MalformedTensor(
+            f"the body is {exc}; send each tensor as flat data with a shape"
+        ) from None
+    except ValueError as exc:  # not JSON, or not UTF-8
         raise MalformedTensor(f"the body is not valid JSON: {exc}") from None
 
 
