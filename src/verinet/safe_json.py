@@ -8,7 +8,7 @@ limit to 100,000 when imported, so ~90,000 ``[`` overflow the C stack (a segfaul
 
     body = safe_json.loads(raw)               # as json.loads; JsonTooDeep is a ValueError
 
-Measuring costs nothing for a document with fewer brackets than the limit (two `bytes.count`),
+Measuring costs little for a document with fewer brackets than the limit (two `str.count`),
 and a pass over it otherwise (string contents skipped, so a ``"[["`` does not count).
 """
 
@@ -28,24 +28,37 @@ MAX_DEPTH: Final = 64
 """Deepest nesting `loads` takes by default: a tensor as nested lists needs its rank plus a few
 levels of envelope, and no model input has a rank near 60."""
 
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
+"""A JSON string, escapes included. The closing quote is optional so that a match, once at a
+quote, never fails: the scan stays linear (a required quote made unterminated strings
+quadratic). An unterminated string is where json's parser stops anyway."""
 _OPEN, _CLOSE = (ord("["), ord("{")), (ord("]"), ord("}"))
 
 
-def nesting(data: bytes | str) -> int:
+def nesting(data: bytes | bytearray | str) -> int:
     """How deep JSON `data` nests, found without parsing it: exact for valid JSON, and never
     below the depth json's parser would reach before it stops at an error."""
-    raw = data.encode(errors="surrogatepass") if isinstance(data, str) else bytes(data)
-    codes = np.frombuffer(_STRING.sub(b"", raw), np.uint8)
+    utf8 = _text(data).encode("utf-8", "surrogatepass")
+    codes = np.frombuffer(_STRING.sub(b"", utf8), np.uint8)
     if not codes.size:
         return 0
-    steps = np.isin(codes, _OPEN).astype(np.int64) - np.isin(codes, _CLOSE)
-    return max(0, int(np.cumsum(steps).max()))
+    steps = np.isin(codes, _OPEN).astype(np.int8) - np.isin(codes, _CLOSE).astype(np.int8)
+    return max(0, int(np.cumsum(steps, dtype=np.int32).max()))
 
 
 def loads(data: bytes | bytearray | str, *, max_depth: int = MAX_DEPTH) -> Any:
     """`json.loads(data)`, unless `data` nests deeper than `max_depth` (`JsonTooDeep`)."""
-    raw = data.encode(errors="surrogatepass") if isinstance(data, str) else bytes(data)
-    if raw.count(b"[") + raw.count(b"{") > max_depth and nesting(raw) > max_depth:
+    text = _text(data)
+    if text.count("[") + text.count("{") > max_depth and nesting(text) > max_depth:
         raise JsonTooDeep(f"JSON nested deeper than {max_depth} levels (refused unparsed)")
-    return json.loads(data)
+    return json.loads(text)
+
+
+def _text(data: bytes | bytearray | str) -> str:
+    """`data` as the text json.loads reads from it: bytes in UTF-8, -16 or -32 as json
+    detects. Measuring the bytes instead would misread UTF-16/32, where a character such as
+    U+0122 holds a quote byte. Raises `UnicodeDecodeError` (a `ValueError`)."""
+    if isinstance(data, str):
+        return data
+    raw = bytes(data)
+    return raw.decode(json.detect_encoding(raw), "surrogatepass")

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from verinet.chain.jsonrpc import JsonRpcChain
 from verinet.errors import JsonTooDeep
-from verinet.safe_json import MAX_DEPTH, loads, nesting
+from verinet.safe_json import _STRING, MAX_DEPTH, loads, nesting
 
 leaves = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
 documents = st.recursive(
@@ -60,6 +60,31 @@ def test_closing_brackets_in_a_string_cannot_hide_depth() -> None:
     assert nesting(hidden) == 5001
     with pytest.raises(JsonTooDeep):
         loads(hidden)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"])
+def test_wide_encodings_are_measured_as_the_text_json_reads(encoding: str) -> None:
+    # In UTF-16/32 a character such as U+0122 holds a quote byte (22 01): measured as bytes,
+    # the string would seem to swallow the brackets after it.
+    doc = '["\u0122",' + "[" * 5000 + "]" * 5000 + ', "y"]'
+    assert nesting(doc.encode(encoding)) == 5001
+    with pytest.raises(JsonTooDeep):
+        loads(doc.encode(encoding))
+    shallow = '["\u0122", [[1]], "y"]'
+    assert loads(shallow.encode(encoding)) == json.loads(shallow)
+
+
+def test_the_string_pattern_never_fails_from_a_quote() -> None:
+    # With the closing quote required, a string the pattern could not close (here, an escaped
+    # newline at the end) failed from every quote and was rescanned to the end each time:
+    # 80 KB took 25 s. A match that cannot fail once at a quote keeps the scan to one pass.
+    body = b"[" * 65 + b'"' + b'\\"' * 200 + b"\\\n"
+    quotes = [i for i, byte in enumerate(body) if byte == ord('"')]
+    assert len(quotes) == 201
+    assert all(_STRING.match(body, i) is not None for i in quotes)
+    assert nesting(body) == 65
+    with pytest.raises(ValueError):
+        loads(body)  # json stops at the unterminated string
 
 
 def test_unterminated_or_invalid_documents_still_fail_as_json() -> None:
