@@ -134,3 +134,16 @@ def test_close_workers_ends_them_all(tmp_path: Path) -> None:
     close_workers()
     assert all(w is not None and w.process.poll() is not None for w in workers)
     assert _ezkl._POOL._idle == [] and _ezkl._POOL._spare is None
+
+
+def test_what_a_worker_says_before_any_request_reaches_the_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A worker that cannot start (ezkl missing from its interpreter, say) explains itself.
+    broken = tmp_path / "broken_child.py"
+    broken.write_text("import sys\nsys.exit('ModuleNotFoundError: No module named ezkl')\n")
+    monkeypatch.setattr(_ezkl, "_CHILD", broken)
+    failure = run_calls([srs(tmp_path / "a.srs")], scratch=tmp_path / "scratch")
+    assert failure is not None and failure.step == "srs"
+    assert "exited with status 1" in failure.message
+    assert "No module named ezkl" in failure.message

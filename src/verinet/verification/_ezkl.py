@@ -92,6 +92,7 @@ def run_calls(
     worker = _POOL.take(scratch)
     outcome = worker.run(calls, scratch, on_done)
     if outcome.exited_idle:  # it timed out just as this request came: no call ran
+        _POOL.retire(worker)
         worker = _POOL.take(scratch, fresh=True)
         outcome = worker.run(calls, scratch, on_done)
     if outcome.reusable:
@@ -126,11 +127,13 @@ class _Worker:
     """One ezkl worker process, bound to `scratch` by its first request."""
 
     def __init__(self, idle_s: float = IDLE_EXIT_S, retire_kb: int = RETIRE_RSS_KB) -> None:
+        # What it says outside a request's log (ezkl failing to import, a bad binding).
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed with the worker)
         self.process = subprocess.Popen(
             [sys.executable, "-P", str(_CHILD), str(idle_s), str(retire_kb)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=self._stderr,
         )
         self.scratch: Path | None = None
         self.used = time.monotonic()
@@ -139,10 +142,17 @@ class _Worker:
         return self.process.poll() is None and time.monotonic() - self.used < _REUSE_WITHIN_S
 
     def close(self) -> None:
-        """Close its stdin: the worker exits once its request in flight, if any, ends."""
-        if self.process.stdin is not None and not self.process.stdin.closed:
-            with contextlib.suppress(OSError):
-                self.process.stdin.close()
+        """Close its pipes: the worker exits once its request in flight, if any, ends."""
+        for pipe in (self.process.stdin, self.process.stdout, self._stderr):
+            if pipe is not None and not pipe.closed:
+                with contextlib.suppress(OSError):  # a dead worker's stdin: BrokenPipeError
+                    pipe.close()
+
+    def _stderr_tail(self) -> str:
+        with contextlib.suppress(OSError, ValueError):
+            self._stderr.seek(0)
+            return self._stderr.read().decode(errors="replace")[-_LOG_TAIL:]
+        return ""
 
     def run(
         self, calls: Sequence[Call], scratch: Path, on_done: Callable[[int], None] | None
@@ -183,6 +193,8 @@ class _Worker:
                 self.used = time.monotonic()
             status = None if finished else process.wait()
             said = Path(log).read_text(errors="replace")
+            if status is not None:
+                said += self._stderr_tail()
         finally:
             Path(log).unlink(missing_ok=True)
         if status == IDLE_STATUS and done == 0 and failure is None:
@@ -219,8 +231,9 @@ class _Pool:
         (`fresh`: a new one)."""
         found: _Worker | None = None
         with self._lock:
-            stale = [w for w in self._idle if not w.usable()]
-            self._idle = [w for w in self._idle if w.usable()]
+            usable = {id(w): w.usable() for w in self._idle}  # once: it changes with time
+            stale = [w for w in self._idle if not usable[id(w)]]
+            self._idle = [w for w in self._idle if usable[id(w)]]
             mine = [w for w in self._idle if w.scratch == scratch]
             if mine and not fresh:
                 found = mine[-1]
@@ -275,6 +288,7 @@ class _Pool:
                 worker.process.wait(timeout=2)
             except subprocess.TimeoutExpired:
                 worker.process.kill()
+                worker.process.wait()
 
     def forget(self) -> None:
         """In a forked child: the workers are the parent's."""

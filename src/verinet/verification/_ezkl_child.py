@@ -111,7 +111,9 @@ def main() -> None:
             pending += chunk
         line, pending = pending.split(b"\n", 1)
         fit = _serve(ezkl, json.loads(line), reply)
-        retire = not fit or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > retire_kb
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak_kb = peak // 1024 if sys.platform == "darwin" else peak  # bytes there
+        retire = not fit or peak_kb > retire_kb
         reply(json.dumps({"done": True, "retire": retire}))
         if retire:
             return
