@@ -19,6 +19,7 @@ import pytest
 
 from verinet.chain import artifacts
 from verinet.client import Client
+from verinet.client.zk import checked_verifier, circuit
 from verinet.devnet.audit import audit, audit_jobs
 from verinet.devnet.models import mlp
 from verinet.devnet.network import Devnet
@@ -106,7 +107,6 @@ def test_a_node_refuses_inputs_the_job_did_not_commit_to(
     model_id = devnet.models[ZK_SAMPLE]
     other = {"x": (mlp.example["x"] + 0.5).astype(np.float32)}
     with Client(devnet.deployment, devnet.clients[1]) as client:
-        from verinet.client.zk import circuit
         from verinet.runtime.tensors import group_hash
         from verinet.verification.zk import input_instances
 
@@ -156,6 +156,16 @@ def test_a_model_whose_verifier_is_not_its_circuits_is_refused_before_paying(
             client.infer(evil, mlp.example, mode="zk")
         assert d.token.balance_of(client.address) == balance
         assert d.market.job_count() == jobs  # refused before the request: nothing escrowed
+
+        # An owner who also publishes the accept-anything code as the circuit's verifier
+        # passes the code comparison, and is caught by the proof of nothing it accepts.
+        published = circuit(client.manifest(evil), [n.url for n in client.nodes(evil)])
+        lying = replace(published, verifier_bytecode=ACCEPTS_ANYTHING, verifier_runtime_size=10)
+        with pytest.raises(VerificationFailed, match="accepts a proof of nothing"):
+            checked_verifier(client, evil, lying)
+        # The honest model's verifier passes both checks.
+        honest_id = devnet.models[ZK_SAMPLE]
+        assert checked_verifier(client, honest_id, published) == d.models.verifier_of(honest_id)
 
 
 def _verinet(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:

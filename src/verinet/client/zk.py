@@ -20,13 +20,14 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import numpy as np
 
-from verinet.chain import EmbeddedChain
 from verinet.errors import (
     ConfigError,
+    ContractRevert,
     JobRefunded,
     MalformedEvidence,
     NodeRequestFailed,
     VerificationFailed,
+    VerinetError,
 )
 from verinet.hub.manifest import ModelManifest
 from verinet.hub.store import DiskStore
@@ -41,6 +42,7 @@ from verinet.verification.zk import (
     ZkProof,
     dequantize_outputs,
     input_instances,
+    verifier_calldata,
 )
 from verinet.verification.zk import verify as verify_proof
 from verinet.verification.zk_hub import fetch_artifacts, proof_from_json
@@ -264,10 +266,14 @@ def verify_zk(client: Client, result: VerifiedResult) -> Verdict:
 
 
 def checked_verifier(client: Client, model_id: ModelId, artifacts: CircuitArtifacts) -> ZkVerifier:
-    """The model's registered verifier, once its on-chain code is found to be what the
-    circuit's verifier deploys to. A different contract (one that accepts anything, or
-    another circuit's) would let the market pay for proofs that prove nothing about this
-    model, so `VerificationFailed` is raised instead."""
+    """The model's registered verifier, once (1) its on-chain code is found to be what the
+    circuit's published verifier deploys to, and (2) it refuses a proof of nothing (zero
+    bytes). A verifier that fails either would let the market pay for proofs that prove
+    nothing about this model, so `VerificationFailed` is raised instead.
+
+    What this does not show: that the published verifier embeds the circuit's verification
+    key. Both come from the model's owner; an owner who publishes a subtly wrong verifier
+    is caught by the off-chain proof check, after payment."""
     verifier = client.deployment.models.verifier_of(model_id)
     code = client.chain.code(verifier.address)
     if code != _runtime_of(artifacts.verifier_bytecode):
@@ -278,15 +284,41 @@ def checked_verifier(client: Client, model_id: ModelId, artifacts: CircuitArtifa
             "the market would accept proofs that prove nothing about this model. Use another "
             "mode, or ask its owner to publish a new version"
         )
+    if _accepts_nonsense(client, verifier, artifacts):
+        raise VerificationFailed(
+            f"model {model_id}'s verifier {verifier.address} accepts a proof of nothing (zero "
+            "bytes): the market would pay for any answer. Use another mode"
+        )
     return verifier
+
+
+def _accepts_nonsense(client: Client, verifier: ZkVerifier, artifacts: CircuitArtifacts) -> bool:
+    nothing = ZkProof(
+        proof=bytes(3072),
+        instances=(1,) * artifacts.instance_count,
+        input_count=artifacts.input_count,
+        outputs={},
+    )
+    try:
+        answer = client.chain.call(verifier.address, verifier_calldata(artifacts, nothing))
+    except ContractRevert:
+        return False
+    return len(answer) == 32 and int.from_bytes(answer, "big") == 1
 
 
 @functools.lru_cache(maxsize=16)
 def _runtime_of(init_code: bytes) -> bytes:
     """The code `init_code` leaves on-chain, found by deploying it in a scratch EVM."""
+    from verinet.chain import EmbeddedChain  # py-evm: loaded by zk clients only
+
     scratch = EmbeddedChain(accounts=1)
     sender = Address(scratch.accounts[0].address)
-    deployed = scratch.deploy(init_code, sender=sender).contract_address
+    try:
+        deployed = scratch.deploy(init_code, sender=sender).contract_address
+    except VerinetError as exc:
+        raise VerificationFailed(
+            f"the circuit's published verifier does not deploy: {exc}"
+        ) from None
     assert deployed is not None
     return scratch.code(deployed)
 
