@@ -1,6 +1,13 @@
-"""Assertions and hand-assembled bytecode shared by the contract, chain and property tests."""
+"""Assertions, hand-assembled bytecode and a hostile HTTP endpoint shared by the tests."""
 
 from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from eth_abi.abi import encode
 from eth_utils.crypto import keccak
@@ -71,3 +78,49 @@ def init_code(runtime: bytes) -> bytes:
         + bytes.fromhex("5ff3")
         + runtime
     )
+
+
+DEEP_JSON = b"[" * 200_000
+"""JSON nested past json's C stack once py-evm has raised the recursion limit."""
+
+
+@dataclass
+class Hostile:
+    url: str = ""
+    answered: int = 0
+
+
+@contextmanager
+def deep_json_server(*methods: str) -> Iterator[Hostile]:
+    """An HTTP endpoint on a free loopback port that answers `methods` ("GET", "POST") with
+    `DEEP_JSON` and any other with 503; `answered` counts the deep answers."""
+    state = Hostile()
+
+    class Handler(BaseHTTPRequestHandler):
+        def answer(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            if self.command not in methods:
+                self.send_error(503)
+                return
+            state.answered += 1
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(DEEP_JSON)))
+            self.end_headers()
+            self.wfile.write(DEEP_JSON)
+
+        do_GET = do_POST = answer
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

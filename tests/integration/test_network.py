@@ -14,11 +14,9 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from functools import cache
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,6 +24,7 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.helpers import deep_json_server
 from verinet.chain._abi import Event
 from verinet.client import Client
 from verinet.client.sdk import NodeEndpoint
@@ -550,28 +549,6 @@ def test_sdk_refuses_a_wrong_dtype_before_any_money_moves(net: Devnet, client: C
     assert market.job_count() == jobs
 
 
-class _Hostile(BaseHTTPRequestHandler):
-    """A node endpoint that refuses inputs and answers every read with JSON nested 200,000
-    deep: parsed as it stands, it would crash the client (json's C stack)."""
-
-    reads = 0
-
-    def do_POST(self) -> None:
-        self.send_error(503)
-
-    def do_GET(self) -> None:
-        type(self).reads += 1
-        body = b"[" * 200_000
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 class _ClientWithHostileNodes(Client):
     """Lists a hostile endpoint first under every registered node's address."""
 
@@ -583,18 +560,14 @@ class _ClientWithHostileNodes(Client):
 
 
 def test_a_node_answering_hostile_json_cannot_crash_the_client(net: Devnet) -> None:
+    # Its inputs refused, its reads answered with JSON nested past json's C stack.
     sample = samples()["mlp"]
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hostile)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        with _ClientWithHostileNodes(net.deployment, net.clients[1], timeout=DEADLINE) as c:
-            c.hostile_url = f"http://127.0.0.1:{server.server_address[1]}"
-            result = c.infer(net.models["mlp"], sample.example, mode="signed")
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-    assert _Hostile.reads > 0  # the client asked the hostile endpoint first, and went on
+    with (
+        deep_json_server("GET") as hostile,
+        _ClientWithHostileNodes(net.deployment, net.clients[1], timeout=DEADLINE) as c,
+    ):
+        c.hostile_url = hostile.url
+        result = c.infer(net.models["mlp"], sample.example, mode="signed")
+    assert hostile.answered > 0  # the client asked the hostile endpoint first, and went on
     assert_bit_exact(result.outputs, expected_outputs(sample))
     assert result.verdict is not None and result.verdict.checks[0] == "outputs hash to the result"

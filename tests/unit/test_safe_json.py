@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.helpers import deep_json_server
 from verinet.chain.jsonrpc import JsonRpcChain
 from verinet.errors import JsonTooDeep
 from verinet.safe_json import _STRING, MAX_DEPTH, loads, nesting
@@ -113,31 +112,8 @@ def test_the_nesting_that_would_crash_json_is_a_typed_error() -> None:
     assert child.returncode != 0  # json itself did not survive it
 
 
-class _DeepAnswers(BaseHTTPRequestHandler):
-    """A JSON-RPC endpoint (a third party's, say) answering with JSON nested 200,000 deep."""
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers["content-length"]))
-        body = b"[" * 200_000
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 def test_a_json_rpc_endpoint_answering_deep_json_is_a_typed_error() -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _DeepAnswers)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
-        with pytest.raises(JsonTooDeep, match=f"{url} answered eth_chainId with JSON nested"):
-            JsonRpcChain(url)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with deep_json_server("POST") as endpoint:  # a third party's RPC endpoint, say
+        with pytest.raises(JsonTooDeep, match=f"{endpoint.url} answered eth_chainId with JSON"):
+            JsonRpcChain(endpoint.url)
+        assert endpoint.answered == 1
