@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -160,3 +162,41 @@ def test_keystore_round_trip_and_wrong_password(tmp_path: Path) -> None:
         load_keystore(path, "wrong")
     with pytest.raises(ConfigError, match="never overwritten"):
         create_keystore(path, "again")
+
+
+_ORPHAN = """
+import asyncio, os
+from verinet.node.daemon import watch_parent
+
+async def main():
+    stop = asyncio.Event()
+    parent = os.getppid()
+    print("watching", flush=True)
+    gone = await watch_parent(stop, parent, 0.05)
+    print("parent gone" if gone and stop.is_set() else "still here", flush=True)
+
+asyncio.run(main())
+"""
+_PARENT = f"""
+import subprocess, sys
+subprocess.Popen([sys.executable, "-c", {_ORPHAN!r}])
+sys.stdin.read()  # until killed
+"""
+
+
+def test_watch_parent_stops_an_orphan_when_its_parent_is_killed() -> None:
+    # parent -> watcher; SIGKILL the parent: the watcher, now an orphan, sets stop and ends.
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _PARENT], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert parent.stdout is not None and parent.stdin is not None
+    try:
+        assert parent.stdout.readline() == b"watching\n"  # the watcher knows its parent now
+        parent.kill()
+        parent.wait()
+        # The watcher shares the pipe: EOF once it too has exited.
+        assert parent.stdout.read() == b"parent gone\n"
+    finally:
+        parent.kill()
+        parent.stdin.close()
+        parent.stdout.close()

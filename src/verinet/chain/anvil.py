@@ -143,6 +143,8 @@ class AnvilProcess:
             ]
             if block_time is not None:
                 args += ["--block-time", str(block_time)]
+            if sys.platform != "win32":  # ends anvil if this process dies without stopping it
+                args = [sys.executable, "-m", "verinet._keeper", str(os.getpid()), *args]
             # Lives as long as the process (closed by stop()), so no `with` here.
             output = tempfile.TemporaryFile()  # noqa: SIM115
             try:

@@ -452,6 +452,12 @@ def node_run(
     data_dir: Annotated[Path | None, typer.Option(help="state directory")] = None,
     port: Annotated[int | None, typer.Option(help="API port (0: any free)")] = None,
     keystore: Keystore = None,
+    exit_with_parent: Annotated[
+        bool,
+        typer.Option(
+            "--exit-with-parent", help="also stop when the process that started this one exits"
+        ),
+    ] = False,
 ) -> None:
     """Run a node: serve its API and take jobs until SIGINT/SIGTERM."""
     from verinet.chain.deploy import Deployment
@@ -473,7 +479,11 @@ def node_run(
         node = Node(settings, account, Deployment.at(chain, contracts))
         with _byte_bars(err) as progress:  # the first sync may download models
             node.sync_models(progress)
-        run_until_signalled(node, ready=lambda url: err.print(f"node {account.address} on {url}"))
+        run_until_signalled(
+            node,
+            ready=lambda url: err.print(f"node {account.address} on {url}"),
+            exit_with_parent=exit_with_parent,
+        )
 
 
 @contextmanager

@@ -260,7 +260,11 @@ class Devnet:
         log = (settings.data_dir / "node.log").open("ab")
         env = {**os.environ, "VERINET_KEYSTORE_PASSWORD": DEV_PASSWORD}
         process = subprocess.Popen(
-            [sys.executable, "-m", "verinet", "node", "run", "--config", str(config)],
+            # --exit-with-parent: a devnet killed outright takes its nodes with it.
+            [
+                *(sys.executable, "-m", "verinet", "node", "run", "--config", str(config)),
+                "--exit-with-parent",
+            ],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

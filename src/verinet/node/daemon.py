@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import sys
@@ -168,14 +169,45 @@ class NodeDaemon:
             node.log.error("cycle failed", error=str(exc), kind=type(exc).__name__)
 
 
-def run_until_signalled(node: Node, *, ready: Callable[[str], None] | None = None) -> None:
-    """Run the daemon in this process until SIGINT or SIGTERM."""
+PARENT_POLL_S = 1.0
+"""How often a node started with ``exit_with_parent`` looks for its parent."""
+
+
+def run_until_signalled(
+    node: Node, *, ready: Callable[[str], None] | None = None, exit_with_parent: bool = False
+) -> None:
+    """Run the daemon in this process until SIGINT or SIGTERM, or with `exit_with_parent`
+    until the process that started it is gone (a devnet killed outright, whose nodes would
+    otherwise serve on, unowned)."""
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await NodeDaemon(node).run(stop, ready=ready)
+
+        async def orphaned() -> None:
+            if await watch_parent(stop, os.getppid(), PARENT_POLL_S):
+                node.log.warning("the process that started this node exited; stopping")
+
+        watcher = asyncio.ensure_future(orphaned()) if exit_with_parent else None
+        try:
+            await NodeDaemon(node).run(stop, ready=ready)
+        finally:
+            if watcher is not None:
+                watcher.cancel()
 
     asyncio.run(main())
+
+
+async def watch_parent(stop: asyncio.Event, parent: int, interval: float) -> bool:
+    """Set `stop` once this process's parent is no longer `parent` (it exited, and this
+    process was handed to another), looking every `interval` seconds; return whether it
+    did, when `stop` is set either way."""
+    while not stop.is_set():
+        if os.getppid() != parent:
+            stop.set()
+            return True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
+    return False
