@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -124,3 +126,23 @@ def deep_json_server(*methods: str) -> Iterator[Hostile]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def after_killing_parent(program: str, ready: bytes) -> bytes:
+    """Run Python `program` as a parent whose children share its stdin and stdout pipes; once
+    one line `ready` is read, SIGKILL the parent and return all the children print until
+    every holder of the pipe has exited (EOF). The test holds stdin open, so a child blocked
+    on it ends only by its own doing."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", program], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert parent.stdin is not None and parent.stdout is not None
+    try:
+        assert parent.stdout.readline() == ready
+        parent.kill()
+        parent.wait()
+        return parent.stdout.read()
+    finally:
+        parent.kill()
+        parent.stdin.close()
+        parent.stdout.close()

@@ -5,13 +5,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.helpers import after_killing_parent
 from verinet.errors import ConfigError, InputTooLarge, MalformedTensor
 from verinet.node.config import NodeSettings
 from verinet.node.db import JobDB, JobRecord, Stage
@@ -186,17 +185,4 @@ sys.stdin.read()  # until killed
 
 def test_watch_parent_stops_an_orphan_when_its_parent_is_killed() -> None:
     # parent -> watcher; SIGKILL the parent: the watcher, now an orphan, sets stop and ends.
-    parent = subprocess.Popen(
-        [sys.executable, "-c", _PARENT], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    )
-    assert parent.stdout is not None and parent.stdin is not None
-    try:
-        assert parent.stdout.readline() == b"watching\n"  # the watcher knows its parent now
-        parent.kill()
-        parent.wait()
-        # The watcher shares the pipe: EOF once it too has exited.
-        assert parent.stdout.read() == b"parent gone\n"
-    finally:
-        parent.kill()
-        parent.stdin.close()
-        parent.stdout.close()
+    assert after_killing_parent(_PARENT, b"watching\n") == b"parent gone\n"

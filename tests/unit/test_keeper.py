@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 
+from tests.helpers import after_killing_parent
+
 _COMMAND = "import sys; print('started', flush=True); sys.stdin.read()"
 _PARENT = f"""
 import os, subprocess, sys
@@ -18,21 +20,8 @@ sys.stdin.read()  # until killed
 
 
 def test_the_command_ends_when_the_keepers_parent_is_killed() -> None:
-    # test -> parent -> keeper -> command, all sharing the test's pipes. The command blocks
-    # on stdin, which the test holds open: only the keeper can end it.
-    parent = subprocess.Popen(
-        [sys.executable, "-c", _PARENT], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    )
-    assert parent.stdin is not None and parent.stdout is not None
-    try:
-        assert parent.stdout.readline() == b"started\n"
-        parent.kill()
-        parent.wait()
-        assert parent.stdout.read() == b""  # EOF: the keeper and its command have exited
-    finally:
-        parent.kill()
-        parent.stdin.close()
-        parent.stdout.close()
+    # parent -> keeper -> command; the command blocks on stdin: only the keeper can end it.
+    assert after_killing_parent(_PARENT, b"started\n") == b""
 
 
 def test_the_keeper_passes_sigterm_on_and_exits_after_its_command() -> None:
