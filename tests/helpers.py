@@ -7,16 +7,21 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eth_abi.abi import encode
+from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
 
-from verinet.devnet.bootstrap import Network
+from verinet.chain.deploy import Deployment
+from verinet.devnet.bootstrap import MAX_UINT, TOKEN, Network, fund, stake_node
 from verinet.protocol.types import JobState
-from verinet.types import Address, Hash32, JobId
+from verinet.types import Address, Hash32, JobId, ModelId, Wei
+
+if TYPE_CHECKING:
+    from verinet.verification.zk import ZkProof
 
 
 def h(label: str) -> Hash32:
@@ -146,3 +151,40 @@ def after_killing_parent(program: str, ready: bytes) -> bytes:
         parent.kill()
         parent.stdin.close()
         parent.stdout.close()
+
+
+def tampered(proof: ZkProof, *, byte: int | None = None, instance: int | None = None) -> ZkProof:
+    """`proof` with one bit of its byte `byte` flipped, or its instance `instance` moved by
+    one (within the field)."""
+    from verinet.verification.zk import FIELD_MODULUS  # ezkl: loaded by zk tests only
+
+    if byte is not None:
+        raw = bytearray(proof.proof)
+        raw[byte] ^= 0x01
+        return replace(proof, proof=bytes(raw))
+    assert instance is not None
+    values = list(proof.instances)
+    values[instance] = (values[instance] + 1) % FIELD_MODULUS
+    return replace(proof, instances=tuple(values))
+
+
+def stake_for_model(
+    d: Deployment,
+    deployer: Address,
+    nodes: list[LocalAccount],
+    client: LocalAccount,
+    model_id: ModelId,
+) -> None:
+    """Nodes funded and staked 1,000 tokens each to serve `model_id` (placeholder endpoints
+    http://127.0.0.1:1, :2, ...), and `client` funded 1,000 tokens with the market approved."""
+    fund(d, deployer, nodes, Wei(2_000 * TOKEN))
+    fund(d, deployer, [client], Wei(1_000 * TOKEN))
+    d.token.approve(d.market.address, Wei(MAX_UINT), sender=Address(client.address))
+    for i, node in enumerate(nodes):
+        stake_node(
+            d,
+            node,
+            endpoint=f"http://127.0.0.1:{1 + i}",
+            stake=Wei(1_000 * TOKEN),
+            models=[model_id],
+        )

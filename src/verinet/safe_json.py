@@ -32,18 +32,21 @@ _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
 """A JSON string, escapes included. The closing quote is optional so that a match, once at a
 quote, never fails: the scan stays linear (a required quote made unterminated strings
 quadratic). An unterminated string is where json's parser stops anyway."""
-_OPEN, _CLOSE = (ord("["), ord("{")), (ord("]"), ord("}"))
+_OPEN = (ord("["), ord("{"))
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+"""Deleted before counting: a tensor's digits and commas are most of a body."""
 
 
 def nesting(data: bytes | bytearray | str) -> int:
     """How deep JSON `data` nests, found without parsing it: exact for valid JSON, and never
     below the depth json's parser would reach before it stops at an error."""
     utf8 = _text(data).encode("utf-8", "surrogatepass")
-    codes = np.frombuffer(_STRING.sub(b"", utf8), np.uint8)
-    if not codes.size:
+    brackets = _STRING.sub(b"", utf8).translate(None, _NOT_BRACKETS)
+    if not brackets:
         return 0
-    steps = np.isin(codes, _OPEN).astype(np.int8) - np.isin(codes, _CLOSE).astype(np.int8)
-    return max(0, int(np.cumsum(steps, dtype=np.int32).max()))
+    codes = np.frombuffer(brackets, np.uint8)
+    steps = np.where((codes == _OPEN[0]) | (codes == _OPEN[1]), 1, -1).astype(np.int32)
+    return max(0, int(np.cumsum(steps).max()))
 
 
 def loads(data: bytes | bytearray | str, *, max_depth: int = MAX_DEPTH) -> Any:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pytest
 
-from tests.helpers import addr, assert_nothing_lost, h
+from tests.helpers import addr, assert_nothing_lost, h, tampered
 from verinet.chain.artifacts import contracts_dir
 from verinet.devnet.bootstrap import Network, placeholder_cid
 from verinet.devnet.models import mlp
@@ -35,7 +35,7 @@ from verinet.protocol.rules import split_fee
 from verinet.protocol.types import JobState, Mode, ZkVerifier
 from verinet.protocol.zk import MAX_INSTANCES, MAX_PROOF, instances_hash, split_instances
 from verinet.types import Address, Hash32, JobId, ModelId, Wei
-from verinet.verification.zk import FIELD_MODULUS, CircuitArtifacts, ZkProof, build_artifacts
+from verinet.verification.zk import CircuitArtifacts, ZkProof, build_artifacts
 from verinet.verification.zk import prove as zk_prove
 
 pytestmark = pytest.mark.contracts
@@ -113,17 +113,6 @@ def _drawn(net: Network, job_id: JobId) -> Address:
 def _submit(net: Network, job_id: JobId, proof: ZkProof, node: Address) -> int:
     receipt = net.deployment.market.submit_proof(job_id, proof.proof, proof.instances, sender=node)
     return receipt.gas_used
-
-
-def _flip(proof: ZkProof, *, byte: int | None = None, instance: int | None = None) -> ZkProof:
-    if byte is not None:
-        raw = bytearray(proof.proof)
-        raw[byte] ^= 0x01
-        return replace(proof, proof=bytes(raw))
-    assert instance is not None
-    values = list(proof.instances)
-    values[instance] = (values[instance] + 1) % FIELD_MODULUS
-    return replace(proof, instances=tuple(values))
 
 
 # -- ModelRegistry: the verifier -----------------------------------------------------------
@@ -234,7 +223,7 @@ def test_a_wrong_proof_is_refused(
     job_id = _request(net, zk, proof)
     node = _drawn(net, job_id)
     with pytest.raises(error):
-        _submit(net, job_id, _flip(proof, **change), node)
+        _submit(net, job_id, tampered(proof, **change), node)
     # Only the inputs, no outputs: nothing to settle on.
     with pytest.raises(InstancesMismatch):
         _submit(net, job_id, replace(proof, instances=proof.input_instances), node)

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from eth_account.signers.local import LocalAccount
 
+from tests.helpers import stake_for_model
 from verinet._server import serve
 from verinet.chain.deploy import Deployment, deploy_protocol
 from verinet.chain.embedded import EmbeddedChain
 from verinet.client.sdk import Client, _choose_quorum
 from verinet.devnet.audit import audit, audit_jobs
-from verinet.devnet.bootstrap import MAX_UINT, TOKEN, fund, stake_node
 from verinet.devnet.samples import SampleModel, publish_samples, sample_models
 from verinet.errors import ReceiptRequestRefused
 from verinet.hub.store import DiskStore
@@ -31,7 +31,7 @@ from verinet.protocol.receipts import Receipt, sign_receipt_request
 from verinet.protocol.types import JobState, Mode
 from verinet.runtime.tensors import group_hash
 from verinet.runtime.wire import group_to_json
-from verinet.types import Address, Hash32, JobId, ModelId, Wei
+from verinet.types import Address, Hash32, JobId, ModelId
 
 
 @dataclass
@@ -73,17 +73,7 @@ def world(tmp_path: Path) -> Iterator[World]:
     d = deploy_protocol(chain, deployer=deployer.address, treasury=accounts[8].address)
     published = publish_samples(d, DiskStore(tmp_path / "hub"), Address(owner.address))
     model_id = published["mlp"].model_id
-    fund(d, deployer.address, nodes, Wei(2_000 * TOKEN))
-    fund(d, deployer.address, [client], Wei(1_000 * TOKEN))
-    d.token.approve(d.market.address, Wei(MAX_UINT), sender=client.address)
-    for i, node in enumerate(nodes):
-        stake_node(
-            d,
-            node,
-            endpoint=f"http://127.0.0.1:{1 + i}",
-            stake=Wei(1_000 * TOKEN),
-            models=[model_id],
-        )
+    stake_for_model(d, Address(deployer.address), nodes, client, model_id)
     sample = next(s for s in sample_models() if s.name == "mlp")
     yield World(chain, d, nodes, client, sample, model_id, tmp_path)
     audit(d)

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 from eth_account.signers.local import LocalAccount
 
+from tests.helpers import stake_for_model
 from verinet.chain.deploy import Deployment, deploy_protocol
 from verinet.chain.embedded import EmbeddedChain
 from verinet.devnet.audit import audit, audit_jobs
-from verinet.devnet.bootstrap import MAX_UINT, TOKEN, fund, stake_node
+from verinet.devnet.bootstrap import TOKEN
 from verinet.devnet.samples import SampleModel, sample_models
 from verinet.errors import InputHashMismatch, ResultNotReady
 from verinet.hub.publish import draft_manifest
@@ -27,7 +28,7 @@ from verinet.node.service import Node
 from verinet.protocol.types import JobState
 from verinet.protocol.zk import instances_hash
 from verinet.runtime.tensors import Array, group_hash
-from verinet.types import Address, JobId, ModelId, Wei
+from verinet.types import Address, JobId, ModelId
 from verinet.verification.zk import CircuitArtifacts, build_artifacts, input_instances, verify
 from verinet.verification.zk_hub import proof_from_json, register_zk
 
@@ -109,17 +110,7 @@ def world(tmp_path: Path, mlp: SampleModel, circuit: CircuitArtifacts) -> Iterat
         ("register", 9, 10),
         ("register", 10, 10),
     ]
-    fund(d, deployer.address, nodes, Wei(2_000 * TOKEN))
-    fund(d, deployer.address, [client], Wei(1_000 * TOKEN))
-    d.token.approve(d.market.address, Wei(MAX_UINT), sender=client.address)
-    for i, node in enumerate(nodes):
-        stake_node(
-            d,
-            node,
-            endpoint=f"http://127.0.0.1:{1 + i}",
-            stake=Wei(1_000 * TOKEN),
-            models=[published.model_id],
-        )
+    stake_for_model(d, Address(deployer.address), nodes, client, published.model_id)
     yield World(chain, d, nodes, client, published.model_id, circuit, tmp_path)
     audit(d)
     audit_jobs(d)

@@ -11,6 +11,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from tests.helpers import tampered
 from verinet.chain import EmbeddedChain
 from verinet.devnet.models import mlp
 from verinet.errors import (
@@ -104,17 +105,6 @@ def verifier(artifacts: CircuitArtifacts) -> tuple[EmbeddedChain, Address]:
     return chain, receipt.contract_address
 
 
-def _tampered(proof: ZkProof, *, byte: int | None = None, instance: int | None = None) -> ZkProof:
-    if byte is not None:
-        raw = bytearray(proof.proof)
-        raw[byte] ^= 0x01
-        return replace(proof, proof=bytes(raw))
-    assert instance is not None
-    values = list(proof.instances)
-    values[instance] = (values[instance] + 1) % FIELD_MODULUS
-    return replace(proof, instances=tuple(values))
-
-
 def _accepted_on_chain(verifier: tuple[EmbeddedChain, Address], calldata: bytes) -> bool:
     chain, address = verifier
     try:
@@ -194,9 +184,9 @@ def test_input_instances_are_known_before_proving(
 
 
 def test_tampered_proofs_fail_off_chain(artifacts: CircuitArtifacts, proof: ZkProof) -> None:
-    assert not verify(artifacts, _tampered(proof, byte=100))
-    assert not verify(artifacts, _tampered(proof, instance=0))  # an input element
-    assert not verify(artifacts, _tampered(proof, instance=len(proof.instances) - 1))  # output
+    assert not verify(artifacts, tampered(proof, byte=100))
+    assert not verify(artifacts, tampered(proof, instance=0))  # an input element
+    assert not verify(artifacts, tampered(proof, instance=len(proof.instances) - 1))  # output
     assert not verify(artifacts, replace(proof, instances=proof.instances[:-1]))
 
 
@@ -230,8 +220,8 @@ def test_evm_verifier_refuses_tampering(
     what: str,
     change: dict[str, int],
 ) -> None:
-    tampered = _tampered(proof, **change)
-    assert not _accepted_on_chain(verifier, verifier_calldata(artifacts, tampered)), what
+    changed = tampered(proof, **change)
+    assert not _accepted_on_chain(verifier, verifier_calldata(artifacts, changed)), what
 
 
 def test_inputs_that_do_not_fit_the_circuit_are_refused(artifacts: CircuitArtifacts) -> None:

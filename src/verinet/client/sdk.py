@@ -15,7 +15,7 @@ import concurrent.futures
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -518,19 +518,11 @@ class Client:
     ) -> tuple[dict[str, Array], str, bytes | None]:
         """Outputs from the first node (the `paid` ones first) whose outputs hash to the
         settled result, its URL, and its receipt signature when it signed one."""
-        winners = set(paid)
-        errors = []
-        for node in sorted(nodes, key=lambda n: n.address not in winners):
+        errors: list[str] = []
+        for node, body in self._node_results(job.job_id, nodes, set(paid), errors):
+            if isinstance(body, int):
+                continue
             try:
-                response = self._http.get(f"{node.url}/v1/jobs/{job.job_id}/result")
-            except httpx.HTTPError as exc:
-                errors.append(f"{node.url}: {exc}")
-                continue
-            if response.status_code != 200:
-                errors.append(f"{node.url}: {response.status_code} {_detail(response)}")
-                continue
-            try:  # a node's answer is untrusted: a bad one is that node's error, not ours
-                body = _json_object(response)
                 outputs = group_from_json(
                     body.get("outputs"), max_bytes=MAX_RESULT_BYTES, what="outputs"
                 )
@@ -544,6 +536,32 @@ class Client:
         raise NodeRequestFailed(
             f"no node served outputs matching job {job.job_id}'s settled hash: {'; '.join(errors)}"
         )
+
+    def _node_results(
+        self,
+        job_id: JobId,
+        nodes: Sequence[NodeEndpoint],
+        first: Container[Address],
+        errors: list[str],
+    ) -> Iterator[tuple[NodeEndpoint, dict[str, Any] | int]]:
+        """Each node's answer to ``GET /v1/jobs/{id}/result``, the `first` ones first: its
+        JSON object, or the status of a refusal. A node's answer is untrusted: a failed
+        request, a refusal or an answer that is not a JSON object (or nests too deep to parse
+        safely) adds its reason to `errors`, and only a refusal is yielded (as its status)."""
+        for node in sorted(nodes, key=lambda n: n.address not in first):
+            try:
+                response = self._http.get(f"{node.url}/v1/jobs/{job_id}/result")
+            except httpx.HTTPError as exc:
+                errors.append(f"{node.url}: {exc}")
+                continue
+            if response.status_code != 200:
+                errors.append(f"{node.url}: {response.status_code} {_detail(response)}")
+                yield node, response.status_code
+                continue
+            try:
+                yield node, _json_object(response)
+            except ValueError as exc:
+                errors.append(f"{node.url}: {exc}")
 
     def _votes(self, job: Job) -> dict[Address, Hash32]:
         """Each seated node's revealed output hash, read from the chain (quorum jobs)."""

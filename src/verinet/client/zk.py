@@ -186,21 +186,15 @@ def _fetch_once(
 ) -> tuple[tuple[dict[str, Array], ZkProof, str] | None, list[str], bool]:
     """One round over the nodes: (outputs, proof, url) or None, the errors, and whether
     some node said its result is not ready yet."""
-    from verinet.client.sdk import MAX_RESULT_BYTES, _detail, _json_object
+    from verinet.client.sdk import MAX_RESULT_BYTES
 
-    errors, pending = [], False
-    for node in sorted(nodes, key=lambda n: n.address != prover):
-        try:
-            response = client._http.get(f"{node.url}/v1/jobs/{job.job_id}/result")
-        except httpx.HTTPError as exc:
-            errors.append(f"{node.url}: {exc}")
-            continue
-        if response.status_code != 200:
-            pending |= response.status_code == 409 and node.address == prover
-            errors.append(f"{node.url}: {response.status_code} {_detail(response)}")
+    errors: list[str] = []
+    pending = False
+    for node, body in client._node_results(job.job_id, nodes, {prover}, errors):
+        if isinstance(body, int):
+            pending |= body == 409 and node.address == prover
             continue
         try:
-            body = _json_object(response)
             proof = proof_from_json(body.get("zk"), artifacts)
             sent = group_from_json(body.get("outputs"), max_bytes=MAX_RESULT_BYTES, what="outputs")
         except (MalformedEvidence, ValueError) as exc:
