@@ -454,68 +454,13 @@ def _check_inferred_shapes(model: ModelProto, limits: Limits) -> None:
             )
 
 
-def memory_bound(model: ModelProto, inputs: Iterable[tuple[str, str, tuple[int | str, ...]]],
-                 max_input_bytes: int) -> int | None:  # fmt: skip
-    """An upper bound on the bytes one run of `model` can hold, proven from its graph alone,
-    or None when none can be.
+def memory_bound(
+    model: ModelProto,
+    inputs: Iterable[tuple[str, str, tuple[int | str, ...]]],
+    max_input_bytes: int,
+) -> int | None:
+    """An upper bound on the bytes one run of `model` can hold, or None: see
+    `verinet.hub._memory.memory_bound`, which says what is counted and with which constants."""
+    from verinet.hub import _memory  # imported here: it builds on this module's helpers
 
-    `inputs` are the request tensors as (name, dtype, shape), symbolic dims included, and
-    `max_input_bytes` the most a request may send (the manifest's input policy): each symbol is
-    at most what that budget allows with every other dim at its declared size. Shape inference
-    (with constant folding of shape arguments) must then give every value a shape of known dims
-    or input symbols; a dim it cannot pin (``NonZero``, a shape read from an input, a loop
-    body) means no bound. The bound is the sum of every value and initializer, as if none were
-    ever freed, plus the column buffer each ``Conv`` builds; onnxruntime's arena rounds up a
-    little more. The node runs models with a small bound in its own process, where a cap on
-    the address space (the worker's defence against a shape computed at run time) has nothing
-    to catch.
-    """
-    itemsize = {name: bits // 8 or 1 for name, bits in _BITS.items()}
-    sizes: dict[str, int] = {}
-    for _, dtype, shape in inputs:
-        fixed = itemsize.get(dtype.upper(), 8) * _prod(d for d in shape if isinstance(d, int))
-        for dim in shape:
-            if isinstance(dim, str):
-                most = max_input_bytes // max(fixed, 1)
-                sizes[dim] = min(sizes.get(dim, most), most)
-    try:
-        graphs = _graphs(model, DEFAULT_LIMITS)
-        if len(graphs) != 1:
-            return None  # control flow: a loop's trip count is data
-        inferred = onnx.shape_inference.infer_shapes(
-            _for_inference(model, DEFAULT_LIMITS), check_type=False, strict_mode=True,
-            data_prop=True,
-        )  # fmt: skip
-    except Exception:  # a model inference cannot follow has no static bound
-        return None
-    graph = inferred.graph
-    types = {v.name: v.type for v in [*graph.input, *graph.value_info, *graph.output]}
-    shapes = {t.name: list(t.dims) for t in model.graph.initializer}
-    total = sum(_stored_bytes(t, "the main graph") for t in model.graph.initializer)
-    names = [v.name for v in graph.input] + [o for node in graph.node for o in node.output if o]
-    for name in dict.fromkeys(names):
-        value_type = types.get(name)
-        if value_type is None or not value_type.HasField("tensor_type"):
-            return None
-        tensor = value_type.tensor_type
-        bits = _BITS.get(tensor.elem_type)
-        if bits is None or not tensor.HasField("shape"):
-            return None
-        dims: list[int] = []
-        for dim in tensor.shape.dim:
-            if dim.HasField("dim_value") and dim.dim_value >= 0:
-                dims.append(dim.dim_value)
-            elif dim.HasField("dim_param") and dim.dim_param in sizes:
-                dims.append(sizes[dim.dim_param])
-            else:
-                return None
-        shapes[name] = dims
-        total += (_prod(dims) * bits + 7) // 8
-    for node in graph.node:
-        if node.op_type == "Conv" and node.domain in ("", "ai.onnx"):
-            weight, out = shapes.get(node.input[1]), shapes.get(node.output[0])
-            if weight is None or out is None or len(out) < 2:
-                return None
-            per_group_columns = _prod(weight[1:])  # C_in/group x kernel
-            total += 4 * per_group_columns * _prod(out[2:]) * out[0]
-    return total
+    return _memory.memory_bound(model, inputs, max_input_bytes)
