@@ -50,6 +50,7 @@ VerinetError
 │   └── ResultNotReady                               the node has no (publishable) result yet
 ├── ClientError                                      the SDK could not get a verified result
 │   ├── NoNodes                                      no registered node serves the model
+│   │   └── NotEnoughNodes                           fewer serve (or answer) than the job needs
 │   ├── NodeRequestFailed            (TransientError) a node's HTTP API failed or refused
 │   ├── JobRefunded                                  the job ended REFUNDED (no majority, no-show)
 │   ├── JobNotSettled                (TimeoutError) the job did not end while the client waited
@@ -283,6 +284,16 @@ class ClientError(VerinetError):
 
 class NoNodes(ClientError):
     """No registered, staked node serves the model (or none answered)."""
+
+
+class NotEnoughNodes(NoNodes):
+    """Fewer nodes serve the model (or answer) than the job needs (a quorum's k); found
+    before paying. `serving` says how many serve it, `needed` how many the job needs."""
+
+    def __init__(self, message: str, *, serving: int, needed: int) -> None:
+        super().__init__(message)
+        self.serving = serving
+        self.needed = needed
 
 
 class NodeRequestFailed(ClientError, TransientError):

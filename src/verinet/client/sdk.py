@@ -1,11 +1,13 @@
 """`Client` and `AsyncClient`: jobs from request to a result whose evidence the client checks.
 
 An inference is: validate the inputs against the model's manifest (fetched from a node and
-checked against its CID), escrow the fee with `InferenceMarket.request`, send the tensors to
-the nodes that serve the model, wait until the job is PAID or REFUNDED (finalizing it
-itself when nobody else does), fetch the outputs from a node whose result the chain settled
-on, and `verify` them: hashes recomputed, receipt signatures recovered, on-chain state read
-back. Nothing a node says is believed unless the chain or a signature backs it.
+checked against its CID), check everything the nodes would refuse (`client._escrow`), escrow
+the fee with `InferenceMarket.request`, send the tensors to the nodes that serve the model
+(in the body, or by CID when over a node's body limit), wait until the job is PAID or
+REFUNDED (finalizing it itself when nobody else does), fetch the outputs from a node whose
+result the chain settled on, and `verify` them: hashes recomputed, receipt signatures
+recovered, on-chain state read back. Nothing a node says is believed unless the chain or a
+signature backs it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from eth_account.signers.local import LocalAccount
 from verinet import safe_json
 from verinet.chain.deploy import Deployment
 from verinet.chain.jsonrpc import JsonRpcChain
+from verinet.client import _escrow
+from verinet.client._escrow import Delivery
 from verinet.errors import (
     ConfigError,
     ContractRevert,
@@ -49,7 +53,7 @@ from verinet.protocol.receipts import Receipt, sign_receipt_request, verify_rece
 from verinet.protocol.types import Job, JobState, Mode, ModelInfo
 from verinet.runtime.inputs import validate_inputs
 from verinet.runtime.tensors import Array, group_hash
-from verinet.runtime.wire import group_from_json, group_to_json
+from verinet.runtime.wire import group_from_json
 from verinet.types import Address, Hash32, JobId, ModelId, TxHash, Wei
 
 ModeName = Literal["signed", "quorum", "optimistic", "zk"]
@@ -107,7 +111,12 @@ class Client:
         timeout: float = 300.0,
         poll_interval: float = 0.02,
         http: httpx.Client | None = None,
+        blob_store: BlobStore | None = None,
+        blob_url: str | None = None,
     ) -> None:
+        """`blob_store` and `blob_url`: a store the nodes fetch blobs from (the hub the
+        client publishes to) and its base URL; an input over a node's body limit is put
+        there and sent by CID. Without them such an input is refused before paying."""
         self.deployment = deployment
         self.account = account
         self.address = Address(account.address)
@@ -116,6 +125,7 @@ class Client:
         self.poll_interval = poll_interval
         self._http = http or httpx.Client(timeout=30.0)
         self._manifests: dict[ModelId, ModelManifest] = {}
+        self.blob_store, self.blob_url = blob_store, blob_url
         # Inputs go to every node at once; each node answers after it executed.
         self._senders = concurrent.futures.ThreadPoolExecutor(16, thread_name_prefix="verinet-send")
         if self.address not in {Address(a.address) for a in self.chain.accounts}:
@@ -203,6 +213,12 @@ class Client:
     def job(self, job_id: JobId) -> Job:
         return self.deployment.market.job(job_id)
 
+    def finalize(self, job_id: JobId) -> Job:
+        """End a job past its deadline (anyone may): PAID to a majority or REFUNDED to its
+        requester. Returns the job as it ended; one already ended is returned as is.
+        Raises `TooEarly` before the deadline (or while a dispute over it runs)."""
+        return _escrow.finalize(self, job_id)[0]
+
     # -- inference ----------------------------------------------------------------------
 
     def infer(
@@ -242,7 +258,8 @@ class Client:
         feeds = validate_inputs(manifest.inputs, manifest.input_policy, inputs)
         input_hash = group_hash(feeds)
         market = self.deployment.market
-        fee = self.deployment.models.model(model).fee
+        fee = _escrow.check_terms(self, model, mode_bit, seats).fee
+        delivery = self._plan(model, seats, feeds, say, receipts=mode_bit == Mode.QUORUM)
         transactions: dict[str, TxHash] = {}
         if self.deployment.token.allowance(self.address, market.address) < fee * seats:
             tx = self.deployment.token.approve(
@@ -254,19 +271,26 @@ class Client:
             model, input_hash, mode_bit, seats, max_fee=fee, sender=self.address
         )
         transactions["request"] = tx.tx_hash
-        nodes = self.nodes(model)
+        nodes = list(delivery.nodes)
         settled: tuple[Receipt, ...] = ()  # a quorum's receipts, when settled at once
-        if mode_bit == Mode.QUORUM:
-            settled = self._quorum_fast_path(
-                job_id, model, input_hash, seats, feeds, nodes, say, transactions
-            )
-        else:
-            self._send_inputs(job_id, feeds, nodes, say)
+        refused = ""
+        try:
+            if mode_bit == Mode.QUORUM:
+                settled = self._quorum_fast_path(
+                    job_id, model, input_hash, seats, delivery, say, transactions
+                )
+            else:
+                self._send_inputs(job_id, delivery, say)
+        except NodeRequestFailed as exc:
+            # Paid, and nobody took the input: the job ends REFUNDED at its deadline, which
+            # this client waits for and finalizes itself if no node does first.
+            refused = f" ({exc})"
+            say("no node took the input; waiting for the deadline to take the escrow back")
         job = self._await_settlement(job_id, say, transactions)
         if job.state == JobState.REFUNDED:
             raise JobRefunded(
                 f"job {job_id} ended REFUNDED: no receipt or no majority in time; the escrow "
-                f"of {job.escrow} came back to {self.address}"
+                f"of {job.escrow} came back to {self.address}{refused}"
             )
         say("fetching the result")
         winners = self._winners(job)
@@ -292,11 +316,31 @@ class Client:
             result = replace(result, verdict=verdict)
         return result
 
+    def _plan(
+        self,
+        model: ModelId,
+        seats: int,
+        feeds: Mapping[str, Array],
+        say: Progress,
+        *,
+        receipts: bool = False,
+    ) -> Delivery:
+        """How the input reaches at least `seats` nodes, checked before paying."""
+        return _escrow.plan(
+            self,
+            model,
+            seats,
+            feeds,
+            say,
+            receipts=receipts,
+            store=self.blob_store,
+            store_url=self.blob_url,
+        )
+
     def _send_inputs(
         self,
         job_id: JobId,
-        feeds: Mapping[str, Array],
-        nodes: Sequence[NodeEndpoint],
+        delivery: Delivery,
         say: Progress,
         *,
         receipts_for: tuple[ModelId, Hash32] | None = None,
@@ -306,12 +350,12 @@ class Client:
         `receipts_for` (a quorum job's model and input hash) ask each for its receipt too
         and return those that verify, as soon as `enough(receipts)` holds or every node
         answered; the other sends go on."""
+        nodes = delivery.nodes
         if not nodes:
             raise NoNodes("no staked node serves this model")
-        tensors = group_to_json(feeds)
         say(f"sending the input to {len(nodes)} nodes")
         pending = [
-            self._senders.submit(self._post_input, job_id, tensors, node, receipts_for)
+            self._senders.submit(self._post_input, job_id, delivery, node, receipts_for)
             for node in nodes
         ]
         accepted, refusals, receipts = 0, [], []
@@ -337,25 +381,27 @@ class Client:
     def _post_input(
         self,
         job_id: JobId,
-        tensors: Mapping[str, Any],
+        delivery: Delivery,
         node: NodeEndpoint,
         receipts_for: tuple[ModelId, Hash32] | None,
     ) -> Receipt | None:
         """One node's upload (in a sender thread): its verified receipt when asked for and
         given, else None; NodeRequestFailed when the node refused or could not be reached."""
-        market = self.deployment.market
-        body: dict[str, Any] = {"inputs": tensors}
+        ask = None
         if receipts_for is not None:
             ask = sign_receipt_request(
                 self.account,
                 chain_id=self.chain.chain_id,
-                market=market.address,
+                market=self.deployment.market.address,
                 job_id=job_id,
                 node=node.address,
             )
-            body["receipt_request"] = "0x" + ask.hex()
         try:
-            response = self._http.post(f"{node.url}/v1/jobs/{job_id}/input", json=body)
+            response = self._http.post(
+                f"{node.url}/v1/jobs/{job_id}/input",
+                content=delivery.body(node, ask),
+                headers={"content-type": "application/json"},
+            )
         except httpx.HTTPError as exc:
             raise NodeRequestFailed(f"{node.url}: {exc}") from None
         if response.status_code >= 400:
@@ -398,8 +444,7 @@ class Client:
         model: ModelId,
         input_hash: Hash32,
         k: int,
-        feeds: Mapping[str, Array],
-        nodes: Sequence[NodeEndpoint],
+        delivery: Delivery,
         say: Progress,
         transactions: dict[str, TxHash],
     ) -> tuple[Receipt, ...]:
@@ -423,7 +468,7 @@ class Client:
             return len(candidates(receipts)) >= k
 
         receipts = self._send_inputs(
-            job_id, feeds, nodes, say, receipts_for=(model, input_hash), enough=enough
+            job_id, delivery, say, receipts_for=(model, input_hash), enough=enough
         )
         chosen = _choose_quorum(candidates(receipts), k)
         if chosen is None:
@@ -505,7 +550,8 @@ class Client:
                 raise JobNotSettled(
                     f"job {job_id} is still {job.state.name} after {self.timeout:.0f} s; it ends "
                     f"by its reveal deadline (chain time {job.reveal_deadline}), then anyone "
-                    "may finalize it"
+                    f"may finalize it: Client.finalize({job_id}) or `verinet job finalize "
+                    f"{job_id}` (nodes do it too)"
                 )
             arrived.wait(self.poll_interval)
 
@@ -737,6 +783,9 @@ class AsyncClient:
 
     async def job(self, job_id: JobId) -> Job:
         return await asyncio.to_thread(self.sync.job, job_id)
+
+    async def finalize(self, job_id: JobId) -> Job:
+        return await asyncio.to_thread(self.sync.finalize, job_id)
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.sync.close)

@@ -9,6 +9,7 @@ them by CID from the nodes serving the model, verifies every blob, and keeps the
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import time
@@ -108,6 +109,7 @@ def infer_zk(
     input_hash = group_hash(feeds)
     say("committing to the inputs' circuit instances")
     committed = instances_hash(input_instances(artifacts, feeds))
+    delivery = client._plan(model, 1, feeds, say)  # before any money moves
     market = client.deployment.market
     fee = client.deployment.models.model(model).fee
     transactions: dict[str, TxHash] = {}
@@ -117,7 +119,8 @@ def infer_zk(
     say("requesting a zk job")
     job_id, tx = market.request_zk(model, input_hash, committed, max_fee=fee, sender=client.address)
     transactions["request"] = tx.tx_hash
-    client._send_inputs(job_id, feeds, nodes, say)
+    with contextlib.suppress(NodeRequestFailed):  # refunded at its deadline: awaited below
+        client._send_inputs(job_id, delivery, say)
     job = client._await_settlement(job_id, say, transactions)
     if job.state == JobState.REFUNDED:
         raise JobRefunded(

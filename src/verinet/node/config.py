@@ -54,6 +54,14 @@ class NodeSettings(BaseSettings):
     chain: ChainSettings = Field(default_factory=ChainSettings)
     peers: list[str] = Field(default_factory=list, description="blob peers for replication")
     max_request_bytes: int = Field(default=8 * MiB, gt=0, description="largest HTTP body")
+    max_input_blob_bytes: int = Field(
+        default=32 * MiB,
+        gt=0,
+        description=(
+            "largest job input fetched by CID (an input whose JSON body is over "
+            "max_request_bytes is sent so); both are advertised in /healthz"
+        ),
+    )
     workers: int = Field(default=1, ge=1, le=64, description="model worker processes")
     isolation: Isolation = Field(
         default="auto",

@@ -51,6 +51,7 @@ from verinet.hub.store import DiskStore
 from verinet.node.config import NodeSettings
 from verinet.node.db import JobDB, JobRecord, Stage
 from verinet.node.disputes import DisputeDesk, Run, watch_draw
+from verinet.node.expiry import ExpirySweep
 from verinet.node.metrics import NodeMetrics
 from verinet.node.proving import Prover
 from verinet.node.worker import ModelPool, TracedRun
@@ -127,6 +128,7 @@ class Node:
         """Called (from any thread) when a job may be able to move: the daemon's wake-up."""
         self.desk = DisputeDesk(self)
         self.prover = Prover(self)  # zk jobs: circuits and proofs
+        self.expiry = ExpirySweep(self.market, self.address)  # any job left past its deadline
         self._watch_secret = _secret(data / "watch.key")
 
     def close(self) -> None:
@@ -456,7 +458,7 @@ class Node:
         if not self.store.has(name):
             with httpx.Client(timeout=10.0) as client:
                 data = fetch_blob(
-                    name, peers, client=client, max_bytes=self.settings.max_request_bytes
+                    name, peers, client=client, max_bytes=self.settings.max_input_blob_bytes
                 )
             self.store.put_verified(name, data)
         return self.accept_input(
@@ -588,6 +590,10 @@ class Node:
         job_id = JobId(event.args["job_id"]) if "job_id" in event.args else None
         if job_id is None:
             return
+        if event.name == "JobRequested":
+            self.expiry.requested(job_id, int(event.args["reveal_deadline"]))
+        elif event.name in ("JobPaid", "JobRefunded"):
+            self.expiry.ended(job_id)
         if event.name == "JobRequested" and ModelId(event.args["model_id"]) in self.models:
             args = event.args
             with self._job_lock(job_id):
@@ -623,6 +629,10 @@ class Node:
                 self.log.warning("step failed", job_id=record.job_id, error=str(exc))
         if games:
             self.desk.tick(now)
+        if self.settings.finalize:
+            for job_id, tx in self.expiry.sweep(self.chain.timestamp):
+                self.metrics.transactions.labels(kind="finalize").inc()
+                self.log.info("finalized a job left past its deadline", job_id=job_id, tx=tx)
         if time.monotonic() - self._last_claim >= self.settings.withdraw_interval:
             self._last_claim = time.monotonic()
             self.claim()
@@ -888,6 +898,12 @@ class Node:
             "block": self.chain.block_number(),
             "models": sorted(self.models),
             "jobs": self.db.counts(),
+            # What a client checks before it pays: a body over the first is refused (413),
+            # so a larger input goes as a blob by CID, up to the second.
+            "limits": {
+                "max_request_bytes": self.settings.max_request_bytes,
+                "max_input_blob_bytes": self.settings.max_input_blob_bytes,
+            },
         }
 
 
