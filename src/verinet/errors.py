@@ -19,7 +19,9 @@ VerinetError
 │   ├── BlobNotFound                 (LookupError)
 │   ├── CorruptBlob                  (ValueError)   stored bytes no longer match their CID
 │   ├── InvalidManifest              (ValueError)
-│   └── FetchFailed                  (TransientError) no peer served a verified copy
+│   ├── FetchFailed                  (TransientError) no peer served a verified copy
+│   │   └── FetchTimeout             (TimeoutError) the transfer passed its deadline
+│   └── FetchBusy                    (TransientError) too many fetches in flight: retry
 ├── UnsafeModel                      (ValueError)   refused before any runtime session exists
 │   ├── MalformedModel                               not a parsable, well-formed ONNX model
 │   ├── ModelCidMismatch                             the bytes do not hash to the expected CID
@@ -34,6 +36,7 @@ VerinetError
 │   ├── MissingInput / UnexpectedInput
 │   ├── DtypeMismatch / ShapeMismatch
 │   ├── InputTooLarge
+│   │   └── PayloadTooLarge                          an HTTP body over the server's limit
 │   ├── NonFiniteInput
 │   ├── MalformedTensor                              a tensor's JSON/blob form is not well-formed
 │   └── InputHashMismatch                            the inputs do not hash to the job's input hash
@@ -47,6 +50,7 @@ VerinetError
 ├── NodeError                                        what a node answers about its own work
 │   ├── UnknownJob                   (LookupError)  no such job on-chain (or not for this node)
 │   ├── ModelNotServed               (LookupError)  the node does not serve that model
+│   ├── PeerNotAllowed               (PermissionError) a fetch named a peer not registered
 │   └── ResultNotReady                               the node has no (publishable) result yet
 ├── ClientError                                      the SDK could not get a verified result
 │   ├── NoNodes                                      no registered node serves the model
@@ -150,6 +154,14 @@ class FetchFailed(HubError, TransientError):
     """No peer served a verified copy of a blob; retry later or add peers."""
 
 
+class FetchTimeout(FetchFailed, TimeoutError):
+    """A transfer did not finish by its deadline (a peer too slow, or one dripping bytes)."""
+
+
+class FetchBusy(HubError, TransientError):
+    """As many fetches as the node allows are in flight; retry shortly, or send the data."""
+
+
 class UnsafeModel(VerinetError, ValueError):
     """A model file was refused before any onnxruntime session was created."""
 
@@ -214,6 +226,10 @@ class InputTooLarge(InvalidInput):
     """An input (or all inputs together) exceeds the size limit."""
 
 
+class PayloadTooLarge(InputTooLarge):
+    """An HTTP request body is over the server's limit (announced or found while streaming)."""
+
+
 class NonFiniteInput(InvalidInput):
     """A float input holds NaN or Inf and the model's policy forbids them."""
 
@@ -267,6 +283,11 @@ class UnknownJob(NodeError, LookupError):
 
 class ModelNotServed(NodeError, LookupError):
     """The node does not serve this model (not registered for it, or not replicated yet)."""
+
+
+class PeerNotAllowed(NodeError, PermissionError):
+    """A request named a peer to fetch from that is neither a registered node's endpoint nor
+    on this node's allowlist; the node contacts no such address."""
 
 
 class ResultNotReady(NodeError):

@@ -11,7 +11,8 @@ section 14.2 allows either ignoring or rejecting such headers; ignoring is alway
 client that sends Range must already accept a 200 (any cache or proxy on the way may drop the
 header), blobs are small (a chunk is at most 1 MiB), and clients verify whole bodies by hash.
 
-Errors have one JSON shape: ``{"error": "<ExceptionClassName>", "detail": "<message>"}``.
+Errors have one JSON shape, `verinet.http_errors`'s contract: ``{"error":
+"<ExceptionClassName>", "detail": "<message>"}``, framework refusals (404, 405) included.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ import re
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp
 
-from verinet.errors import BlobNotFound, CorruptBlob, MalformedCid
+from verinet.errors import BlobNotFound, CorruptBlob, MalformedCid, VerinetError
+from verinet.http_errors import ERROR_RESPONSES, Guard, error_response, install
 from verinet.hub import cid as cids
 from verinet.hub.store import BlobStore
 
@@ -35,7 +38,7 @@ class _Unsatisfiable(Exception):
 
 def blob_router(store: BlobStore) -> APIRouter:
     """Routes serving `store`'s blobs by CID, with single byte-range support."""
-    router = APIRouter()
+    router = APIRouter(responses=ERROR_RESPONSES)
 
     # A plain `def`: the store does blocking disk I/O, so FastAPI runs this in its threadpool.
     @router.get("/blobs/{cid}", response_class=Response)
@@ -79,11 +82,20 @@ def blob_router(store: BlobStore) -> APIRouter:
     return router
 
 
-def blob_app(store: BlobStore) -> FastAPI:
-    """A FastAPI app serving `store` (the blob endpoint alone, e.g. for a local peer)."""
+MAX_BODY = 64 * 1024
+"""Largest request body the blob server reads; its routes take none."""
+
+
+def blob_app(store: BlobStore) -> ASGIApp:
+    """An app serving `store` (the blob endpoint alone, e.g. for a local peer)."""
     app = FastAPI(title="Verinet blobs", docs_url=None, redoc_url=None, openapi_url=None)
+    install(app, _status)
     app.include_router(blob_router(store))
-    return app
+    return Guard(app, MAX_BODY)
+
+
+def _status(exc: VerinetError) -> int:
+    return 404 if isinstance(exc, (BlobNotFound, CorruptBlob)) else 400
 
 
 def _wanted_range(request: Request, etag: str) -> tuple[int | None, int | None] | None:
@@ -126,4 +138,4 @@ def _error(
 ) -> JSONResponse:
     # Errors other than 416 may change (the node may fetch the blob later): never cache them.
     headers = headers or {"Cache-Control": "no-store"}
-    return JSONResponse({"error": error, "detail": detail}, status, headers=headers)
+    return error_response(status, error, detail, headers)

@@ -1,31 +1,37 @@
 """The node's HTTP API (FastAPI; the schema is at ``/openapi.json``, docs at ``/docs``).
 
-Every refusal is a JSON body ``{"error": <class name>, "detail": <what to fix>}`` with a 4xx
-status: 400 malformed JSON, tensors or signatures, 403 a receipt asked for by someone other
-than the job's requester, 404 unknown job or model, 409 a hash that does not match, a result
-not ready, or a direct run of an open quorum job's input (its answers are sealed), 413 a body
-over the limit, 422 tensors that do not fit the model.
+Every refusal is a JSON body ``{"error": <class name>, "detail": <what to fix>}`` (see
+`verinet.http_errors`, declared on every route of the schema) with a 4xx status: 400 malformed
+JSON, tensors, signatures, CIDs or path parameters, 403 a receipt asked for by someone other
+than the job's requester or a fetch from a peer that is not registered, 404 unknown route, job
+or model, 405 a method the route does not take, 409 a hash that does not match, a result not
+ready, or a direct run of an open quorum job's input (its answers are sealed), 413 a body over
+the limit, 422 tensors that do not fit the model. 5xx: 502/504 a peer failed an input fetch,
+503 too many fetches at once (retry), 500 a fault of the node's own (logged).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, FastAPI, Path, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.convertors import IntegerConvertor, register_url_convertor
+from starlette.types import ASGIApp
 
 from verinet import __version__, safe_json
 from verinet.errors import (
     ExecutionFailed,
     ExecutionTimeout,
+    FetchBusy,
     FetchFailed,
+    FetchTimeout,
     HubError,
     InputHashMismatch,
     InputSealed,
@@ -36,12 +42,15 @@ from verinet.errors import (
     MalformedCid,
     MalformedTensor,
     NodeError,
+    PeerNotAllowed,
     ReceiptRequestRefused,
     ResultNotReady,
     TransientError,
     VerinetError,
 )
+from verinet.http_errors import ERROR_RESPONSES, Guard, install
 from verinet.hub.http import blob_router
+from verinet.node.fetch import InputFetcher
 from verinet.node.service import Node
 from verinet.runtime.tensors import Array
 from verinet.runtime.wire import group_from_json, group_to_json
@@ -52,12 +61,15 @@ _STATUS: tuple[tuple[type[VerinetError], int], ...] = (
     (MalformedTensor, 400),
     (InputHashMismatch, 409),
     (ReceiptRequestRefused, 403),
+    (PeerNotAllowed, 403),
     (InputSealed, 409),
     (InvalidReceipt, 400),
     (InvalidInput, 422),
     (ResultNotReady, 409),
     (NodeError, 404),
     (MalformedCid, 400),
+    (FetchBusy, 503),
+    (FetchTimeout, 504),
     (FetchFailed, 502),
     (HubError, 409),
     (ExecutionTimeout, 504),
@@ -71,6 +83,23 @@ def _status(exc: VerinetError) -> int:
         if isinstance(exc, cls):
             return status
     return 400
+
+
+MAX_ID = 2**63 - 1
+"""Largest job id or step a path may carry: what the node's SQLite stores (job ids are
+counted up from 1 on-chain, so no real job is refused)."""
+
+
+class _IdConvertor(IntegerConvertor):
+    """Starlette's ``int`` with at most 19 digits: a longer one would fail `int()` past
+    Python's 4300-digit limit inside routing (a 500); now the path simply matches no route."""
+
+    regex = "[0-9]{1,19}"
+
+
+register_url_convertor("id", _IdConvertor())
+JobIdPath = Annotated[int, Path(ge=0, le=MAX_ID, description="the job's on-chain id")]
+StepPath = Annotated[int, Path(ge=0, le=MAX_ID)]
 
 
 class TensorJson(BaseModel):
@@ -122,52 +151,6 @@ class _LeanRoute(APIRoute):
         return handle
 
 
-class _BodyLimit:
-    """Refuse bodies over `limit` bytes with 413, by Content-Length or while streaming."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
-        if declared is not None:
-            if not declared.isdigit() or int(declared) > self.limit:
-                await _too_large(self.limit)(scope, receive, send)
-                return
-            # The server reads exactly Content-Length bytes: nothing more can come.
-            await self.app(scope, receive, send)
-            return
-        seen = 0  # chunked: count as it streams
-
-        async def bounded() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge
-            return message
-
-        try:
-            await self.app(scope, bounded, send)
-        except _TooLarge:
-            await _too_large(self.limit)(scope, receive, send)
-
-
-class _TooLarge(Exception):
-    pass
-
-
-def _too_large(limit: int) -> JSONResponse:
-    return JSONResponse(
-        {"error": "PayloadTooLarge", "detail": f"request body over {limit} bytes; send less"},
-        status_code=413,
-    )
-
-
 INLINE_DECODE = 64 * 1024
 """Bodies up to this size are parsed on the event loop (tens of µs); larger ones in a thread."""
 
@@ -202,8 +185,8 @@ def _receipt_request(body: Any) -> bytes | None:
     return signature
 
 
-def node_router(node: Node) -> APIRouter:
-    router = APIRouter()
+def node_router(node: Node, fetcher: InputFetcher) -> APIRouter:
+    router = APIRouter(responses=ERROR_RESPONSES)
     limit = node.settings.max_request_bytes
 
     def inputs_of(body: Any) -> dict[str, Array]:
@@ -233,7 +216,7 @@ def node_router(node: Node) -> APIRouter:
         )
 
     router.add_api_route(
-        "/v1/models/{model_id:int}/execute",
+        "/v1/models/{model_id:id}/execute",
         execute,
         methods=["POST"],
         tags=["models"],
@@ -280,7 +263,7 @@ def node_router(node: Node) -> APIRouter:
             }
         },
     )
-    async def job_input(job_id: int, request: Request) -> dict[str, Any]:
+    async def job_input(job_id: JobIdPath, request: Request) -> dict[str, Any]:
         """Send a job's input (tensors, or the CID of their canonical blob and peers that hold
         it). They must hash to the job's on-chain input hash. The node executes at once and
         takes part if it is drawn."""
@@ -290,10 +273,12 @@ def node_router(node: Node) -> APIRouter:
             cid, peers = body.get("input_cid"), body.get("peers", [])
             if not isinstance(cid, str) or not isinstance(peers, list):
                 raise MalformedTensor("input_cid must be a string and peers a list of URLs")
+            if not all(isinstance(p, str) for p in peers):
+                raise MalformedTensor("peers must be a list of base URLs (strings)")
+            # Fetched (if missing) under the fetch rules, on this loop: no thread is held.
+            name = await fetcher.fetch_input(JobId(job_id), cid, peers)
             record, receipt = await asyncio.to_thread(
-                lambda: node.accept_input_blob(
-                    JobId(job_id), cid, [str(p) for p in peers], receipt_request=asked
-                )
+                lambda: node.accept_input_blob(JobId(job_id), name, [], receipt_request=asked)
             )
         else:
             record, receipt = await asyncio.to_thread(
@@ -309,18 +294,18 @@ def node_router(node: Node) -> APIRouter:
         return out
 
     @router.get("/v1/jobs/{job_id}", tags=["jobs"])
-    async def job(job_id: int) -> dict[str, Any]:
+    async def job(job_id: JobIdPath) -> dict[str, Any]:
         """This node's record of a job: stage, hashes, transactions."""
         return (await asyncio.to_thread(node.record, JobId(job_id))).to_json()
 
     @router.get("/v1/jobs/{job_id}/result", tags=["jobs"])
-    async def result(job_id: int) -> dict[str, Any]:
+    async def result(job_id: JobIdPath) -> dict[str, Any]:
         """Outputs, output hash and (signed mode) the EIP-712 receipt signature, once the node
         may publish them."""
         return await asyncio.to_thread(node.result, JobId(job_id))
 
     @router.get("/v1/jobs/{job_id}/trace/{step}", tags=["jobs"])
-    async def trace(job_id: int, step: int) -> dict[str, Any]:
+    async def trace(job_id: JobIdPath, step: StepPath) -> dict[str, Any]:
         """Op `step` (1-based) of this node's traced run: its outputs, hash, hash-chain links
         and Merkle proof against the trace root."""
         try:
@@ -329,7 +314,7 @@ def node_router(node: Node) -> APIRouter:
             raise ResultNotReady(str(exc)) from None
 
     @router.get("/v1/jobs/{job_id}/evidence/{step}", tags=["disputes"])
-    async def evidence(job_id: int, step: int) -> Response:
+    async def evidence(job_id: JobIdPath, step: StepPath) -> Response:
         """The evidence for step `step` (1..N+1) of the result this node put on-chain: what a
         dispute's committee re-executes the step from (graph inputs, the producers' outputs
         with Merkle proofs, the op hashes before the step)."""
@@ -340,28 +325,31 @@ def node_router(node: Node) -> APIRouter:
 
 
 def node_app(node: Node) -> ASGIApp:
+    settings = node.settings
+    fetcher = InputFetcher(
+        market=node.market,
+        registry=node.deployment.nodes,
+        store=node.store,
+        allowlist=settings.fetch_allowlist,
+        deadline=settings.fetch_deadline,
+        concurrency=settings.fetch_concurrency,
+        max_bytes=settings.max_input_blob_bytes,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            fetcher.close()
+
     app = FastAPI(
         title="Verinet node",
         version=__version__,
         description="Verified inference: jobs, results with evidence, blobs by CID.",
+        lifespan=lifespan,
     )
-
-    @app.exception_handler(VerinetError)
-    async def verinet_error(request: Request, exc: VerinetError) -> JSONResponse:
-        node.metrics.http_errors.labels(error=type(exc).__name__).inc()
-        return JSONResponse(
-            {"error": type(exc).__name__, "detail": str(exc)}, status_code=_status(exc)
-        )
-
-    @app.exception_handler(RequestValidationError)
-    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        return JSONResponse(
-            {"error": "BadRequest", "detail": f"{where}: {first.get('msg', 'invalid request')}"},
-            status_code=400,
-        )
-
-    app.include_router(node_router(node))
+    install(app, _status, count=lambda name: node.metrics.http_errors.labels(error=name).inc())
+    app.include_router(node_router(node, fetcher))
     app.include_router(blob_router(node.store), tags=["blobs"])
-    return _BodyLimit(app, node.settings.max_request_bytes)
+    return Guard(app, settings.max_request_bytes)

@@ -53,6 +53,19 @@ class NodeSettings(BaseSettings):
     public_url: str | None = Field(default=None, description="endpoint registered on-chain")
     chain: ChainSettings = Field(default_factory=ChainSettings)
     peers: list[str] = Field(default_factory=list, description="blob peers for replication")
+    fetch_allowlist: list[str] = Field(
+        default_factory=list,
+        description=(
+            "base URLs a job's input may be fetched from besides registered nodes' endpoints "
+            "(requesters name the peers; no other address is contacted)"
+        ),
+    )
+    fetch_deadline: float = Field(
+        default=30.0, gt=0, le=3_600, description="seconds one input fetch may take, in all"
+    )
+    fetch_concurrency: int = Field(
+        default=8, ge=1, le=256, description="input fetches at once; more are refused (503)"
+    )
     max_request_bytes: int = Field(default=8 * MiB, gt=0, description="largest HTTP body")
     max_input_blob_bytes: int = Field(
         default=32 * MiB,

@@ -18,8 +18,10 @@ from typing import Any
 from eth_account import Account
 from eth_account.messages import SignableMessage, encode_typed_data
 from eth_account.signers.local import LocalAccount
+from eth_keys.exceptions import BadSignature
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
+from eth_utils.exceptions import ValidationError
 
 from verinet.errors import InvalidReceipt, ReceiptMalleable, ReceiptWrongDomain, ReceiptWrongSigner
 from verinet.types import Address, Hash32, JobId, ModelId
@@ -139,7 +141,18 @@ def recover_signer(receipt: Receipt) -> Address:
         raise ReceiptMalleable("signature s is in the upper half of the curve order; use low-s")
     if v not in (27, 28):
         raise InvalidReceipt(f"signature v must be 27 or 28, got {v}")
-    return Address(Account.recover_message(_signable(receipt), signature=sig))
+    return _recover(_signable(receipt), sig)
+
+
+def _recover(signable: SignableMessage, signature: bytes) -> Address:
+    """The signer of `signable`; `InvalidReceipt` for a signature no key made (r or s zero or
+    over the curve order, a point not on the curve), whatever the library raises for it."""
+    try:
+        return Address(Account.recover_message(signable, signature=signature))
+    except (ValueError, TypeError, BadSignature, ValidationError) as exc:
+        raise InvalidReceipt(
+            f"the signature does not recover to any key ({type(exc).__name__}); sign again"
+        ) from None
 
 
 def verify_receipt(receipt: Receipt, *, chain_id: int, market: Address) -> Address:
@@ -186,7 +199,6 @@ def receipt_requester(
         message_types=RECEIPT_REQUEST_TYPES,
         message_data={"jobId": job_id, "node": to_checksum_address(node)},
     )
-    try:
-        return Address(Account.recover_message(signable, signature=signature))
-    except (ValueError, TypeError) as exc:
-        raise InvalidReceipt(f"the signature does not recover: {exc}") from None
+    if signature[64] not in (27, 28):
+        raise InvalidReceipt(f"signature v must be 27 or 28, got {signature[64]}")
+    return _recover(signable, signature)

@@ -32,6 +32,10 @@ from verinet.runtime.tensors import Array, _Sink, _update, dtype_name
 
 MAX_RANK = 16
 """Deepest tensor accepted on the wire (the canonical encoding allows 255)."""
+MAX_EXTENT = 2**40
+"""Largest product of a shape's non-zero dims. An empty tensor (a zero dim) holds nothing
+whatever its other dims, but numpy still multiplies them (and refuses past 2**63), so a
+shape like [2**40, 2**40, 0] is refused here rather than failing inside a reshape."""
 
 _CODES = {code: name for name, code in ELEMENT_TYPES.items()}
 
@@ -56,7 +60,16 @@ def _shape(value: Any, where: str) -> tuple[int, ...]:
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 0:
             raise MalformedTensor(f"{where}: shape {value} must hold non-negative integers")
         dims.append(dim)
+    _check_extent(dims, where)
     return tuple(dims)
+
+
+def _check_extent(dims: list[int] | tuple[int, ...], where: str) -> None:
+    if math.prod(d for d in dims if d) > MAX_EXTENT:
+        raise MalformedTensor(
+            f"{where}: shape {list(dims)[:MAX_RANK]} spans more than {MAX_EXTENT} elements "
+            "(zero dims aside); send a smaller shape"
+        )
 
 
 def tensor_from_json(value: Any, *, where: str = "tensor", max_bytes: int) -> Array:
@@ -245,6 +258,7 @@ def decode_group(data: bytes) -> dict[str, Array]:
         if dtype_name_ is None or rank > MAX_RANK:
             raise MalformedTensor(f"tensor {name!r}: element type {code} / rank {rank} refused")
         shape = reader.unpack(f"<{rank}Q")
+        _check_extent(shape, f"tensor {name!r}")
         count_ = math.prod(shape)
         if dtype_name_ == "string":
             items = []
