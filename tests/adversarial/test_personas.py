@@ -193,3 +193,25 @@ def test_every_honest_node_agrees_with_itself(tmp_path: Path) -> None:
         checked = [n.record(j).error or "" for n in arena.nodes for j in jobs]
         assert sum("right" in c for c in checked) == 3 * 3  # three watchers checked each claim
         check_books(arena)
+
+
+def test_jobs_nobody_answered_are_ended_by_the_nodes(tmp_path: Path) -> None:
+    """A requester that pays and walks away (no input to anyone), and a quorum with too few
+    takers: no node is asked to finalize, yet every escrow comes back by the deadline."""
+    with Arena.open(tmp_path, [Node] * 3) as arena:
+        market, client = arena.deployment.market, Address(arena.client.address)
+        jobs = [
+            market.request(arena.model_id, group_hash(inputs(arena, i)), mode, k, sender=client)[0]
+            for i, (mode, k) in enumerate(
+                [(Mode.SIGNED, 1), (Mode.OPTIMISTIC, 1), (Mode.QUORUM, 3)]
+            )
+        ]
+        arena.nodes[0].accept_input(jobs[2], inputs(arena, 2))  # one taker for three seats
+        for _ in range(3):
+            arena.step()
+        assert [market.job(j).state for j in jobs] == [JobState.OPEN] * 3
+
+        arena.finish()  # past the deadlines: one look by each node
+
+        assert [market.job(j).state for j in jobs] == [JobState.REFUNDED] * 3
+        check_books(arena)

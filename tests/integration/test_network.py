@@ -29,14 +29,17 @@ from verinet.chain._abi import Event
 from verinet.client import Client
 from verinet.client.sdk import NodeEndpoint
 from verinet.devnet.audit import audit, audit_jobs
+from verinet.devnet.liveness import assert_none_overdue
 from verinet.devnet.network import Devnet
 from verinet.devnet.samples import SampleModel, sample_models
-from verinet.errors import DtypeMismatch
+from verinet.errors import DtypeMismatch, InputTooLarge, NotEnoughNodes
+from verinet.hub.cid import cid_of
+from verinet.hub.store import DiskStore
 from verinet.protocol.types import Job, JobState, Mode, Penalty
 from verinet.runtime.executor import OnnxExecutor
 from verinet.runtime.inputs import validate_inputs
 from verinet.runtime.tensors import Array, group_hash
-from verinet.runtime.wire import group_to_json
+from verinet.runtime.wire import encode_group, group_to_json
 from verinet.types import Address, Hash32, JobId
 
 # The devnet is per xdist worker: `--dist loadfile` (or `loadgroup`, once pytest-xdist#1386
@@ -180,6 +183,9 @@ def _nothing_lost(net: Devnet) -> Iterator[None]:
     try:
         audit(net.deployment)
         audit_jobs(net.deployment, now=net.chain.timestamp())
+        # No escrow unsettled past its deadline plus a block; the nodes get a few seconds
+        # to end one found so (they look every tick, later on a loaded machine).
+        assert_none_overdue(net.deployment, wait=30.0)
     finally:
         # A test that killed a node and failed before restarting it must not fail the next.
         for node, process in list(net.processes.items()):
@@ -571,3 +577,96 @@ def test_a_node_answering_hostile_json_cannot_crash_the_client(net: Devnet) -> N
     assert hostile.answered > 0  # the client asked the hostile endpoint first, and went on
     assert_bit_exact(result.outputs, expected_outputs(sample))
     assert result.verdict is not None and result.verdict.checks[0] == "outputs hash to the result"
+
+
+# -- 5. escrow never stuck: refused before paying, or ended by the deadline ----------------
+
+
+@pytest.fixture
+def hub_client(net: Devnet) -> Iterator[Client]:
+    """A client that puts inputs over a node's body limit in the devnet's hub, by CID."""
+    store = DiskStore(net.data_dir / "hub")
+    with Client(
+        net.deployment, net.clients[0], timeout=DEADLINE, blob_store=store, blob_url=net.hub_url
+    ) as c:
+        yield c
+
+
+def large_input(size: int) -> dict[str, Array]:
+    """An mlp input of about `size` bytes (its batch axis is symbolic)."""
+    rows = size // (16 * 4)
+    return {"x": np.random.default_rng(7).standard_normal((rows, 16)).astype(np.float32)}
+
+
+@pytest.mark.parametrize(("mode", "k"), [("signed", 1), ("quorum", 3)])
+def test_an_input_over_the_nodes_body_limit_goes_by_cid(
+    net: Devnet, hub_client: Client, http: httpx.Client, mode: str, k: int
+) -> None:
+    # The manifest takes 16 MiB; a node's body is at most 8 MiB (it says so in /healthz).
+    sample, token = samples()["mlp"], net.deployment.token
+    limits = http.get(f"{net.nodes[0][1]}/healthz").json()["limits"]
+    assert limits["max_request_bytes"] == 8 * MiB < 12_000_000
+    assert sample.manifest.input_policy.max_bytes == 16 * MiB
+    inputs = large_input(12_000_000)
+    before = token.balance_of(hub_client.address)
+
+    result = hub_client.infer(net.models["mlp"], inputs, mode=mode, k=k)  # type: ignore[arg-type]
+
+    want = OnnxExecutor(sample.model_bytes, sample.manifest).run(inputs)
+    assert_bit_exact(result.outputs, want)
+    settled = net.deployment.market.job(result.job_id)
+    assert settled.state in (JobState.PAID, JobState.SUBMITTED)
+    assert token.balance_of(hub_client.address) == before - settled.escrow
+    blob = encode_group(inputs)
+    assert len(blob) > 8 * MiB
+    for node in result.nodes:  # the nodes the chain paid took it by CID
+        found = record(http, url_of(net, node), result.job_id)
+        assert found is not None and found["input_cid"] == cid_of(blob)
+
+
+def test_an_input_no_node_takes_is_refused_before_paying(net: Devnet, client: Client) -> None:
+    market, token = net.deployment.market, net.deployment.token
+    jobs, balance = market.job_count(), token.balance_of(client.address)
+    # This client has no blob store to send a CID from: 12 MB fits no node's body limit.
+    with pytest.raises(InputTooLarge, match="Nothing was paid"):
+        client.infer(net.models["mlp"], large_input(12_000_000))
+    assert (market.job_count(), token.balance_of(client.address)) == (jobs, balance)
+
+
+def test_a_quorum_larger_than_the_serving_nodes_is_refused_before_paying(
+    net: Devnet, client: Client
+) -> None:
+    market, token = net.deployment.market, net.deployment.token
+    jobs, balance = market.job_count(), token.balance_of(client.address)
+    sample = samples()["mlp"]
+    with pytest.raises(NotEnoughNodes, match=r"a quorum of 5 needs 5 nodes .* but 4 serve it") as e:
+        client.infer(net.models["mlp"], sample.example, mode="quorum", k=5)
+    assert (e.value.serving, e.value.needed) == (4, 5)
+    assert (market.job_count(), token.balance_of(client.address)) == (jobs, balance)
+
+
+def test_a_job_nobody_answers_is_ended_by_the_nodes(net: Devnet) -> None:
+    market = net.deployment.market
+    devnet = ["--devnet", str(net.data_dir)]
+    job_id = request(net, samples()["mlp"], Mode.SIGNED, 1)  # paid; its input never sent
+
+    early = subprocess.run(
+        [sys.executable, "-m", "verinet", "job", "finalize", str(job_id), *devnet],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert early.returncode == 1 and "TooEarly" in early.stderr
+    assert market.job(job_id).state == JobState.OPEN
+
+    job = market.job(job_id)
+    net.chain.advance_time(job.reveal_deadline - net.chain.timestamp())
+    settled = wait_for(lambda: ended(net, job_id), f"the nodes to end job {job_id}")
+    assert settled.state == JobState.REFUNDED
+    (refund,) = events(net, "JobRefunded", job_id)
+    assert refund.args["amount"] == job.escrow
+    assert verinet("job", "finalize", str(job_id), *devnet) == {
+        "job_id": job_id,
+        "state": "REFUNDED",
+        "finalize_tx": None,
+    }

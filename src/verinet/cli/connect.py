@@ -22,6 +22,8 @@ class Network:
     contracts: dict[str, str]
     account: LocalAccount
     description: dict[str, Any]
+    hub: tuple[Path, str] | None = None
+    """A devnet's hub: its store's folder and URL (nodes fetch inputs sent by CID there)."""
 
     def model_id(self, model: str) -> int:
         """A model by id, or by a sample's name on a devnet."""
@@ -45,8 +47,11 @@ def load_network(
     ``devnet.json`` (written by ``verinet devnet up``) and its first client's dev key."""
     description: dict[str, Any] = {}
     path = (devnet_dir or DEFAULT_DEVNET_DIR) / "devnet.json"
+    hub = None
     if path.is_file():
         description = json.loads(path.read_text())
+        if "hub_url" in description:
+            hub = (path.parent / "hub", str(description["hub_url"]))
     elif rpc_url is None:
         raise ConfigError(
             f"no devnet at {path.parent} (start one with `verinet devnet up`) and no --rpc-url"
@@ -68,4 +73,4 @@ def load_network(
         account = Account.from_key(os.environ["VERINET_PRIVATE_KEY"])
     else:
         raise ConfigError("give --keystore (or set VERINET_PRIVATE_KEY) to sign transactions")
-    return Network(url, dict(contracts), account, description)
+    return Network(url, dict(contracts), account, description, hub)

@@ -70,8 +70,15 @@ def _errors() -> Iterator[None]:
 
 def _client(net: Network) -> Any:
     from verinet.client import Client
+    from verinet.hub.store import DiskStore
 
-    return Client.connect(net.rpc_url, net.contracts, net.account)
+    if net.hub is None:
+        return Client.connect(net.rpc_url, net.contracts, net.account)
+    # On a devnet, inputs over a node's body limit go by CID through the devnet's hub.
+    folder, url = net.hub
+    return Client.connect(
+        net.rpc_url, net.contracts, net.account, blob_store=DiskStore(folder), blob_url=url
+    )
 
 
 @app.command()
@@ -441,6 +448,25 @@ def job_show(
     data = {k: ("0x" + v.hex() if isinstance(v, bytes) else v) for k, v in data.items()}
     data["mode"], data["state"], data["seat_holders"] = job.mode.name, job.state.name, seats
     print(json.dumps(data, indent=2, default=str))
+
+
+@job_app.command("finalize")
+def job_finalize(
+    job_id: int,
+    devnet: DevnetDir = DEFAULT_DEVNET_DIR,
+    rpc_url: RpcUrl = None,
+    contracts: ContractsFile = None,
+    keystore: Keystore = None,
+) -> None:
+    """End a job past its deadline (anyone may): PAID to a majority or REFUNDED to its
+    requester. Prints the job's state and the transaction, if this call sent one."""
+    from verinet.client._escrow import finalize
+    from verinet.types import JobId
+
+    with _errors():
+        net = load_network(devnet, rpc_url=rpc_url, contracts_file=contracts, keystore=keystore)
+        job, tx = finalize(_client(net), JobId(job_id))
+    print(json.dumps({"job_id": job_id, "state": job.state.name, "finalize_tx": tx}, indent=2))
 
 
 # -- node --------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from verinet.protocol.expiry import finalizable_from
 from verinet.protocol.types import Job, JobState, Mode, ModelInfo
 from verinet.runtime.tensors import Array
 from verinet.runtime.wire import encode_group, group_to_json
-from verinet.types import Address, Cid, JobId, ModelId, TxHash
+from verinet.types import Cid, JobId, ModelId, TxHash
 
 if TYPE_CHECKING:
     from verinet.client.sdk import Client, NodeEndpoint, Progress
@@ -114,18 +114,18 @@ def check_terms(client: Client, model: ModelId, mode: Mode, k: int) -> ModelInfo
 
 def node_limits(
     client: Client, nodes: Sequence[NodeEndpoint]
-) -> tuple[dict[Address, NodeLimits], list[str]]:
+) -> tuple[dict[NodeEndpoint, NodeLimits], list[str]]:
     """Each reachable node's advertised limits (asked all at once), and why the others were
     counted out."""
-    pending = {n.address: client._senders.submit(_limits_of, client._http, n.url) for n in nodes}
-    limits: dict[Address, NodeLimits] = {}
+    pending = [(n, client._senders.submit(_limits_of, client._http, n.url)) for n in nodes]
+    limits: dict[NodeEndpoint, NodeLimits] = {}
     missing: list[str] = []
-    for node in nodes:
-        found = pending[node.address].result()
+    for node, future in pending:
+        found = future.result()
         if isinstance(found, str):
             missing.append(f"{node.url}: {found}")
         else:
-            limits[node.address] = found
+            limits[node] = found
     return limits, missing
 
 
@@ -186,15 +186,13 @@ def plan(
         )
     tensors = group_to_json(feeds)
     size = len(encode_json({"inputs": tensors})) + (RECEIPT_REQUEST_BYTES if receipts else 0)
-    answering = [n for n in nodes if n.address in limits]
-    inline = tuple(n for n in answering if size <= limits[n.address].max_request_bytes)
+    answering = [n for n in nodes if n in limits]
+    inline = tuple(n for n in answering if size <= limits[n].max_request_bytes)
     if len(inline) >= seats and len(inline) == len(answering):
         return Delivery(tensors, inline, ())
     blob = encode_group(feeds)
     fetchers = tuple(
-        n
-        for n in answering
-        if n not in inline and len(blob) <= limits[n.address].max_input_blob_bytes
+        n for n in answering if n not in inline and len(blob) <= limits[n].max_input_blob_bytes
     )
     if store is None or store_url is None or len(inline) + len(fetchers) < seats:
         largest = max(limit.max_request_bytes for limit in limits.values())

@@ -20,6 +20,7 @@ from verinet._server import serve
 from verinet.chain.deploy import Deployment, deploy_protocol
 from verinet.chain.embedded import EmbeddedChain
 from verinet.devnet.bootstrap import MAX_UINT, TOKEN, fund, stake_node
+from verinet.devnet.liveness import assert_none_overdue
 from verinet.devnet.network import Windows, apply_windows
 from verinet.devnet.samples import SampleModel, publish_samples, sample_models
 from verinet.errors import VerinetError
@@ -27,6 +28,7 @@ from verinet.hub.store import DiskStore
 from verinet.node.api import node_app
 from verinet.node.config import NodeSettings
 from verinet.node.service import Node
+from verinet.protocol.expiry import finalizable_from
 from verinet.protocol.types import Game, GameOutcome, GamePhase, JobState, Mode
 from verinet.runtime.tensors import Array, group_hash
 from verinet.types import Address, JobId, ModelId, Wei
@@ -107,8 +109,26 @@ class Arena:
     def __enter__(self) -> Arena:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        try:
+            if kind is None:
+                self.finish()
+        finally:
+            self.close()
+
+    def finish(self) -> None:
+        """Move chain time to the last deadline of any unsettled job, let every node look
+        once, and fail if a job is still unsettled a block later: the nodes must end every
+        escrow left behind (no input, no seat, nobody finalizing) without being asked."""
+        market = self.deployment.market
+        jobs = [market.job(JobId(i)) for i in range(1, market.job_count() + 1)]
+        due = [d for d in map(finalizable_from, jobs) if d is not None]
+        if not due:
+            return
+        self.chain.advance_time(max(0, max(due) - self.chain.timestamp()))
+        self.step()  # every node polls and ticks once; then one block's time passes
+        self.chain.advance_time(1)  # now past every deadline by more than a block
+        assert_none_overdue(self.deployment)
 
     # -- driving -------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from typing import Any
 from verinet.client import Client
 from verinet.devnet.arena import Arena
 from verinet.devnet.audit import audit, audit_jobs
+from verinet.devnet.liveness import assert_none_overdue
 from verinet.devnet.network import Devnet
 from verinet.devnet.personas import WrongOutput
 from verinet.devnet.samples import ZK_SAMPLE, sample_models
@@ -71,6 +72,8 @@ def run_demo(
             say("auditing the escrow")
             totals = audit(net.deployment)
             states = audit_jobs(net.deployment, now=net.chain.timestamp())
+            say("checking that no escrow is left past its deadline")
+            assert_none_overdue(net.deployment, wait=30.0)
         finally:
             client.close()
         say("staging a dispute: a node claims a wrong result")
