@@ -278,7 +278,7 @@ def node_router(node: Node, fetcher: InputFetcher) -> APIRouter:
             # Fetched (if missing) under the fetch rules, on this loop: no thread is held.
             name = await fetcher.fetch_input(JobId(job_id), cid, peers)
             record, receipt = await asyncio.to_thread(
-                lambda: node.accept_input_blob(JobId(job_id), name, [], receipt_request=asked)
+                lambda: node.accept_input_blob(JobId(job_id), name, receipt_request=asked)
             )
         else:
             record, receipt = await asyncio.to_thread(

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
-import httpx
 import structlog
 from eth_account.signers.local import LocalAccount
 
@@ -27,6 +26,7 @@ from verinet.chain.deploy import Deployment
 from verinet.errors import (
     AlreadyCommitted,
     AlreadyRevealed,
+    BlobNotFound,
     ContractRevert,
     DeadlinePassed,
     InputHashMismatch,
@@ -46,7 +46,7 @@ from verinet.errors import (
 from verinet.hub import cid as cids
 from verinet.hub.manifest import ModelManifest
 from verinet.hub.publish import load_manifest
-from verinet.hub.replicate import fetch_blob, replicate_model
+from verinet.hub.replicate import replicate_model
 from verinet.hub.store import DiskStore
 from verinet.node.config import NodeSettings
 from verinet.node.db import JobDB, JobRecord, Stage
@@ -451,16 +451,14 @@ class Node:
         )
 
     def accept_input_blob(
-        self, job_id: JobId, cid: str, peers: list[str], *, receipt_request: bytes | None = None
+        self, job_id: JobId, cid: str, *, receipt_request: bytes | None = None
     ) -> Accepted:
-        """Take a job's input as a blob (its canonical encoding) fetched by CID from peers."""
+        """Take a job's input as a blob (its canonical encoding) already in the store. A
+        blob named by a requester is fetched first by `verinet.node.fetch`, under its rules
+        (registered peers only, a deadline, bounded fetches); nothing here contacts a peer."""
         name = cids.normalize(cid)
         if not self.store.has(name):
-            with httpx.Client(timeout=10.0) as client:
-                data = fetch_blob(
-                    name, peers, client=client, max_bytes=self.settings.max_input_blob_bytes
-                )
-            self.store.put_verified(name, data)
+            raise BlobNotFound(f"no blob {name} on this node; send the tensors, or name peers")
         return self.accept_input(
             job_id, decode_group(self.store.get(name)), receipt_request=receipt_request
         )
