@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -125,6 +127,48 @@ def test_a_worker_past_its_memory_mark_retires_after_answering(tmp_path: Path) -
     assert outcome.failure is None and not outcome.reusable
     assert (tmp_path / "a.srs").exists()
     assert worker.process.wait(timeout=30) == 0
+
+
+_BIG_PARENT = """
+import sys
+from pathlib import Path
+from verinet.verification._ezkl import Call, _Worker
+held = bytearray(1100 << 20)
+for i in range(0, len(held), 4096):  # touch every page: resident, not just reserved
+    held[i] = 1
+worker = _Worker()
+outcome = worker.run([Call("srs", "gen_srs", (sys.argv[1], 2))], Path(sys.argv[2]), None)
+print("failure" if outcome.failure else "reusable" if outcome.reusable else "retired")
+"""
+
+
+def test_a_worker_under_a_parent_past_the_mark_counts_only_its_own_memory(
+    tmp_path: Path,
+) -> None:
+    # Linux carries ru_maxrss across fork and exec: a worker reading it would take the
+    # parent's 1.1 GiB for its own and retire after this tiny request.
+    args = [str(tmp_path / "a.srs"), str(tmp_path)]
+    run = subprocess.run(
+        [sys.executable, "-c", _BIG_PARENT, *args], capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["reusable"]
+
+
+def test_a_worker_that_grows_past_its_mark_retires_and_one_below_it_does_not(
+    tmp_path: Path,
+) -> None:
+    # A worker serving a tiny request peaks near 20 MiB; turning a 2 Mi-element buffer into
+    # field elements takes it to about 80 MiB (the list, its JSON, ezkl's copy and answer).
+    mark_kb = 40 << 10
+    small = _Worker(retire_kb=mark_kb)
+    outcome = small.run([Call("felts", "buffer_to_felts", ([7] * 16,))], tmp_path, None)
+    assert outcome.failure is None and outcome.reusable
+    small.close()
+    large = _Worker(retire_kb=mark_kb)
+    outcome = large.run([Call("felts", "buffer_to_felts", ([7] * (2 << 20),))], tmp_path, None)
+    assert outcome.failure is None and not outcome.reusable
+    assert large.process.wait(timeout=30) == 0
 
 
 def test_close_workers_ends_them_all(tmp_path: Path) -> None:

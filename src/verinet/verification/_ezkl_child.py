@@ -15,6 +15,12 @@ It exits when stdin closes, after `IDLE_EXIT_S` without a request (status `IDLE_
 after a request that took its peak memory past `RETIRE_RSS_KB` (it says ``"retire": true``
 first): the memory of a large proof comes back to the system only when the process ends.
 Arguments, both optional: the idle seconds and the retiring peak in KiB.
+
+The peak is the worker's own: ``VmHWM`` in ``/proc/self/status``, which belongs to the address
+space and so starts afresh at exec. Not ``ru_maxrss``: Linux carries that across fork and exec,
+so under a parent that once held more than the mark every worker would retire after its first
+request. Where there is no ``/proc`` (macOS), ``ru_maxrss`` counts only once it has grown past
+its value at start, i.e. once it is surely the worker's own.
 """
 
 from __future__ import annotations
@@ -31,6 +37,25 @@ ASYNC = frozenset({"create_evm_verifier"})
 IDLE_EXIT_S: Final = 60.0
 IDLE_STATUS: Final = 75
 RETIRE_RSS_KB: Final = 1 << 20  # 1 GiB
+
+
+def _own_peak_kb(inherited_kb: int) -> int:
+    """This process's peak resident memory in KiB (0 when it cannot be told from the
+    parent's); `inherited_kb` is ``ru_maxrss`` read at start."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1])  # "VmHWM:   18940 kB"
+    except OSError:
+        pass
+    peak = _maxrss_kb()
+    return peak if peak > inherited_kb else 0
+
+
+def _maxrss_kb() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak // 1024 if sys.platform == "darwin" else peak  # bytes there
 
 
 def _run_args(ezkl: Any, fields: dict[str, Any]) -> Any:
@@ -88,6 +113,7 @@ def _serve(ezkl: Any, request: dict[str, Any], reply: Any) -> bool:
 def main() -> None:
     idle_s = float(sys.argv[1]) if len(sys.argv) > 1 else IDLE_EXIT_S
     retire_kb = int(sys.argv[2]) if len(sys.argv) > 2 else RETIRE_RSS_KB
+    inherited_kb = _maxrss_kb()
     channel = os.fdopen(os.dup(1), "w")
     quiet = os.open(os.devnull, os.O_WRONLY)
     os.dup2(quiet, 1)  # ezkl prints only into a request's log, never on the reply channel
@@ -111,9 +137,7 @@ def main() -> None:
             pending += chunk
         line, pending = pending.split(b"\n", 1)
         fit = _serve(ezkl, json.loads(line), reply)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        peak_kb = peak // 1024 if sys.platform == "darwin" else peak  # bytes there
-        retire = not fit or peak_kb > retire_kb
+        retire = not fit or _own_peak_kb(inherited_kb) > retire_kb
         reply(json.dumps({"done": True, "retire": retire}))
         if retire:
             return
