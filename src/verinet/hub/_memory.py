@@ -23,11 +23,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 
-import onnx
 from onnx import ModelProto, NodeProto
 
 from verinet.hub.manifest import ELEMENT_TYPES
-from verinet.hub.safety import _BITS, DEFAULT_LIMITS, _for_inference, _graphs, _prod, _stored_bytes
+from verinet.hub.safety import (
+    _BITS,
+    DEFAULT_LIMITS,
+    _for_inference,
+    _graphs,
+    _prod,
+    _stored_bytes,
+    infer,
+)
 
 MiB = 1 << 20
 RUN_OVERHEAD = 8 * MiB
@@ -234,9 +241,7 @@ def memory_bound(
                     declared.dim.add(dim_value=size)
                 else:
                     declared.dim.add(dim_param=size)
-        inferred = onnx.shape_inference.infer_shapes(
-            slim, check_type=False, strict_mode=True, data_prop=True
-        )
+        inferred = infer(slim, strict=True)
     except Exception:  # a model inference cannot follow has no static bound
         return None
     graph = inferred.graph

@@ -41,6 +41,7 @@ from verinet.errors import (
     UnsupportedSignature,
 )
 from verinet.hub import cid as cids
+from verinet.hub._wire import scan_model
 from verinet.hub.files import file_cid
 
 _PROTOBUF_MAX = (1 << 31) - 1  # protobuf cannot serialize more (the checker and inference must)
@@ -53,6 +54,11 @@ class Limits:
     max_total_initializer_bytes: int = 1 << 30
     max_nodes: int = 100_000  # all nodes, subgraphs included
     max_graph_depth: int = 8  # nesting of If/Loop/Scan bodies; the main graph is depth 1
+    # What parsing can cost, counted on the wire before parsing (verinet.hub._wire):
+    max_entries: int = 1 << 22  # messages + strings + varint numbers in the whole file
+    max_messages: int = 1 << 18  # messages alone: each parses to a few hundred bytes
+    max_rank: int = 64  # dims of any tensor or shape (numpy's own limit)
+    max_name_bytes: int = 4096  # any name: node, value, tensor, attribute, op, domain, dim
 
     def __post_init__(self) -> None:
         # A model over 2 GiB needs external data, refused anyway; allowing one would only make
@@ -116,12 +122,22 @@ def check_model(
                 f"model bytes hash to {actual}, not the expected {expected}: the file was altered "
                 "or is the wrong file; fetch it again from another peer"
             )
+    # Count before parsing: a parse builds an object per entry, whatever the entry's size.
+    scan_model(
+        data,
+        max_entries=limits.max_entries,
+        max_messages=limits.max_messages,
+        max_nodes=limits.max_nodes,
+        max_rank=limits.max_rank,
+        max_name_bytes=limits.max_name_bytes,
+    )
     model = ModelProto()
     try:
         model.ParseFromString(data)
     except Exception as exc:  # DecodeError, RecursionError, ...: all mean "not a model"
         raise MalformedModel(
-            f"not a parsable ONNX model ({type(exc).__name__}: {exc}); re-export with onnx.save"
+            f"not a parsable ONNX model ({type(exc).__name__}: {_clip(str(exc))}); re-export "
+            "with onnx.save"
         ) from None
     check_model_proto(model, limits=limits)
     return model
@@ -144,13 +160,36 @@ def check_model_proto(model: ModelProto, *, limits: Limits = DEFAULT_LIMITS) -> 
         onnx.checker.check_model(model)
     except (onnx.checker.ValidationError, ValueError, RuntimeError) as exc:
         raise MalformedModel(
-            f"onnx.checker refused the model: {exc}; fix the exporter's output and re-export"
+            f"onnx.checker refused the model: {_clip(str(exc))}; fix the exporter's output and "
+            "re-export"
         ) from None
     _check_inferred_shapes(model, limits)
 
 
+def _cut(value: object) -> str:
+    """A name from the file, at most 80 characters in a message: the file chooses its length."""
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) <= 80:
+        return text
+    return f"{text[:80]}…({len(text.encode('utf-8', 'replace'))} bytes)"
+
+
+def _name(value: object) -> str:
+    """`_cut`, quoted."""
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) <= 80:
+        return repr(text)
+    return f"{text[:80]!r}…({len(text.encode('utf-8', 'replace'))} bytes)"
+
+
+def _clip(text: str, most: int = 400) -> str:
+    """An error text that may quote the file (the checker's, the parser's), cut short."""
+    return text if len(text) <= most else f"{text[:most]}…({len(text)} characters)"
+
+
 def _node_at(node: NodeProto, where: str) -> str:
-    return f"{node.domain or 'ai.onnx'}::{node.op_type} node {node.name!r} in {where}"
+    domain, op = _cut(node.domain or "ai.onnx"), _cut(node.op_type)
+    return f"{domain}::{op} node {_name(node.name)} in {where}"
 
 
 def _prod(dims: Iterable[int]) -> int:
@@ -196,15 +235,17 @@ def _graphs(model: ModelProto, limits: Limits) -> _Graphs:
         for node in graph.node:
             for attr in node.attribute:
                 # g/graphs whatever attr.type claims: the checker and inference read them too.
-                at = f"{where} > {node.op_type} {node.name!r}.{attr.name}"
                 subs = [attr.g] if attr.HasField("g") else []
-                stack += [(sub, depth + 1, at) for sub in [*subs, *attr.graphs]]
+                subs += attr.graphs
+                if subs:  # the text only when needed: most attributes hold no graph
+                    at = f"{where} > {_cut(node.op_type)} {_name(node.name)}.{_cut(attr.name)}"
+                    stack += [(sub, depth + 1, at) for sub in subs]
     return found
 
 
 def _check_domains(model: ModelProto, graphs: _Graphs) -> None:
     if model.functions:
-        names = ", ".join(f"{f.domain}::{f.name}" for f in model.functions)
+        names = ", ".join(f"{_name(f.domain)}::{_name(f.name)}" for f in model.functions[:8])
         raise CustomDomain(
             f"the model defines {len(model.functions)} local function(s) ({names}); inline "
             "them before publishing: onnx.inliner.inline_local_functions(model)"
@@ -214,7 +255,7 @@ def _check_domains(model: ModelProto, graphs: _Graphs) -> None:
     for domain, where in found:
         if domain not in ALLOWED_DOMAINS:
             raise CustomDomain(
-                f"{where} uses custom domain {domain!r}, which needs a custom-op library "
+                f"{where} uses custom domain {_name(domain)}, which needs a custom-op library "
                 "Verinet never loads; re-export with standard ONNX ops only (for com.microsoft: "
                 "save the model before onnxruntime graph optimizations)"
             )
@@ -236,8 +277,8 @@ def _check_ops(graphs: _Graphs, limits: Limits) -> dict[str, TensorProto]:
             op, domain = node.op_type, "" if node.domain == "ai.onnx" else node.domain
             if not isinstance(op, str) or not onnx.defs.has(op, domain):  # bytes: bad UTF-8
                 raise DisallowedOperator(
-                    f"{_node_at(node, where)}: {op!r} is not a standard op of domain "
-                    f"{domain or 'ai.onnx'!r}; re-export with standard ONNX ops"
+                    f"{_node_at(node, where)}: {_name(op)} is not a standard op of domain "
+                    f"{_name(domain or 'ai.onnx')}; re-export with standard ONNX ops"
                 )
             if op in NONDETERMINISTIC_OPS:
                 raise DisallowedOperator(
@@ -269,15 +310,15 @@ def _check_ops(graphs: _Graphs, limits: Limits) -> dict[str, TensorProto]:
 def _tensors(graph: GraphProto, where: str) -> list[tuple[_AnyTensor, str, bool]]:
     """(tensor, where, is_initializer) for every tensor stored in `graph` (not its subgraphs)."""
     found: list[tuple[_AnyTensor, str, bool]] = []
-    found += [(t, f"initializer {t.name!r} of {where}", True) for t in graph.initializer]
+    found += [(t, f"initializer {_name(t.name)} of {where}", True) for t in graph.initializer]
     for s in graph.sparse_initializer:
-        found.append((s, f"sparse initializer {s.values.name!r} of {where}", True))
+        found.append((s, f"sparse initializer {_name(s.values.name)} of {where}", True))
     for node in graph.node:
         for attr in node.attribute:
             tensors: list[_AnyTensor] = [attr.t] if attr.HasField("t") else []
             tensors += [attr.sparse_tensor] if attr.HasField("sparse_tensor") else []
             tensors += [*attr.tensors, *attr.sparse_tensors]
-            at = f"attribute {attr.name!r} of {_node_at(node, where)}" if tensors else ""
+            at = f"attribute {_name(attr.name)} of {_node_at(node, where)}" if tensors else ""
             found += [(t, at, False) for t in tensors]
     return found
 
@@ -312,12 +353,14 @@ def _check_external(t: TensorProto, where: str) -> None:
     if t.data_location == TensorProto.EXTERNAL or len(t.external_data) > 0:
         location = [e.value for e in t.external_data if e.key == "location"] or ["?"]
         raise ExternalData(
-            f"{where} keeps its data in an external file (location {location[0]!r}); embed "
+            f"{where} keeps its data in an external file (location {_name(location[0])}); embed "
             "weights in the file: onnx.save(model, path, save_as_external_data=False)"
         )
 
 
 def _elements(t: _AnyTensor, where: str) -> int:
+    if len(t.dims) > DEFAULT_LIMITS.max_rank:  # also for parsed models the wire scan never saw
+        raise TensorTooLarge(f"{where} has rank {len(t.dims)}; the file is forged")
     if any(d < 0 for d in t.dims):
         raise MalformedModel(f"{where} has negative dims {_short(t.dims)}; re-export it")
     return _prod(t.dims)  # Python ints: no int64 overflow, whatever the dims
@@ -395,14 +438,16 @@ def _check_signature(graph: GraphProto) -> None:
         type_ = value.type.WhichOneof("value")
         if type_ != "tensor_type":
             raise UnsupportedSignature(
-                f"graph {kind} {value.name!r} is of type {type_ or 'undefined'}, not a tensor; "
+                f"graph {kind} {_name(value.name)} is of type {type_ or 'undefined'}, not a "
+                "tensor; "
                 "Verinet carries tensors only (skl2onnx classifiers: convert with "
                 "options={'zipmap': False})"
             )
         elem = value.type.tensor_type.elem_type
         if elem not in _BITS and elem != TensorProto.STRING:
             raise UnsupportedSignature(
-                f"graph {kind} {value.name!r} has unknown element type {elem}; declare its dtype"
+                f"graph {kind} {_name(value.name)} has unknown element type {elem}; declare its "
+                "dtype"
             )
 
 
@@ -426,13 +471,43 @@ def _for_inference(model: ModelProto, limits: Limits) -> ModelProto:
     return slim
 
 
+MAX_PROPAGATED = 4096
+"""Data propagation runs only when every value of rank 0 or 1 has at most this many elements."""
+
+
+def infer(model: ModelProto, *, strict: bool) -> ModelProto:
+    """Shape inference, with data propagation (constant folding of shape arguments) only where
+    it is cheap. Inference computes dims as integers and never materializes tensors, so a
+    [2**20, 2**20] ConstantOfShape costs nothing; but ONNX's data propagation keeps the values
+    of every rank-1 tensor it can follow as a shape of that many dims (~200 bytes each): an
+    Expand to [2**22] and an Add cost 670 MiB, 2**27 would cost 21 GiB. So a first pass without
+    it finds every rank-0/1 value's size, and the second pass propagates only if all are known
+    and at most `MAX_PROPAGATED`."""
+    plain = onnx.shape_inference.infer_shapes(
+        model, check_type=False, strict_mode=strict, data_prop=False
+    )
+    for graph, _ in _graphs(plain, DEFAULT_LIMITS):
+        sized = [list(t.dims) for t in graph.initializer]
+        for value in [*graph.input, *graph.value_info, *graph.output]:
+            tensor = value.type.tensor_type
+            if not value.type.HasField("tensor_type") or not tensor.HasField("shape"):
+                return plain  # rank unknown: could be a long vector
+            sized.append([d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim])
+        for dims in sized:
+            if len(dims) <= 1 and (-1 in dims or _prod(dims) > MAX_PROPAGATED):
+                return plain
+        produced = {o for node in graph.node for o in node.output}
+        typed = {v.name for v in [*graph.input, *graph.value_info, *graph.output]}
+        if produced - typed:
+            return plain  # a value inference could not type at all
+    return onnx.shape_inference.infer_shapes(
+        model, check_type=False, strict_mode=strict, data_prop=True
+    )
+
+
 def _check_inferred_shapes(model: ModelProto, limits: Limits) -> None:
     try:
-        # Inference computes dims as integers and never materializes tensor data, so a
-        # [2**20, 2**20] ConstantOfShape / Expand / Tile / Range / Pad costs nothing here.
-        inferred = onnx.shape_inference.infer_shapes(
-            _for_inference(model, limits), check_type=False, strict_mode=False, data_prop=True
-        )
+        inferred = infer(_for_inference(model, limits), strict=False)
     except Exception:  # inference gives up on some valid models: the checks above still hold
         return
     for graph, where in _graphs(inferred, limits):
@@ -447,8 +522,9 @@ def _check_inferred_shapes(model: ModelProto, limits: Limits) -> None:
             node = producers.get(value.name)
             by = _node_at(node, where) if node else f"the inputs of {where}"
             raise TensorTooLarge(
-                f"value {value.name!r} produced by {by} has shape "
-                f"{_short(d.dim_value or d.dim_param for d in dims)}: at least {count} elements, "
+                f"value {_name(value.name)} produced by {by} has shape "
+                f"{_short(d.dim_value or _name(d.dim_param) for d in dims)}: at least {count} "
+                "elements, "
                 f"over the limit of {limits.max_tensor_elements}; constant shape arguments "
                 "this large are a memory bomb, refused"
             )
