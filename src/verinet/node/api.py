@@ -124,7 +124,13 @@ class ExecuteResponse(BaseModel):
 class JobInput(BaseModel):
     inputs: dict[str, TensorJson] | None = Field(default=None, description="the tensors")
     input_cid: str | None = Field(default=None, description="or: their canonical blob's CID")
-    peers: list[str] = Field(default_factory=list, description="where to fetch input_cid")
+    peers: list[str] = Field(
+        default_factory=list,
+        description=(
+            "where to fetch input_cid: registered nodes' endpoints (or the node's allowlist); "
+            "any other is refused (403) uncontacted"
+        ),
+    )
     receipt_request: str | None = Field(
         default=None,
         description=(
@@ -330,7 +336,8 @@ def node_app(node: Node) -> ASGIApp:
         market=node.market,
         registry=node.deployment.nodes,
         store=node.store,
-        allowlist=settings.fetch_allowlist,
+        # The peers the operator configured for replication (a devnet's hub) are trusted too.
+        allowlist=[*settings.fetch_allowlist, *settings.peers],
         deadline=settings.fetch_deadline,
         concurrency=settings.fetch_concurrency,
         max_bytes=settings.max_input_blob_bytes,

@@ -57,7 +57,7 @@ class NodeSettings(BaseSettings):
         default_factory=list,
         description=(
             "base URLs a job's input may be fetched from besides registered nodes' endpoints "
-            "(requesters name the peers; no other address is contacted)"
+            "and `peers` (requesters name the peers; no other address is contacted)"
         ),
     )
     fetch_deadline: float = Field(

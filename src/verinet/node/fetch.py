@@ -4,8 +4,8 @@ A requester may send a job's input as the CID of its canonical blob and name pee
 it. The node fetches only when every rule below holds, checked in this order, and contacts
 nothing otherwise:
 
-- every named peer is a registered node's endpoint (from the NodeRegistry's events) or on the
-  node's ``fetch_allowlist`` (else `PeerNotAllowed`, 403);
+- every named peer is a registered node's endpoint (from the NodeRegistry's events), on the
+  node's ``fetch_allowlist``, or one of its replication ``peers`` (else `PeerNotAllowed`, 403);
 - fewer than ``fetch_concurrency`` fetches are in flight (else `FetchBusy`, 503: retry, or send
   the tensors inline);
 - the job exists on-chain and the CID names exactly its input: the CID's sha2-256 digest is
