@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from tests.helpers import stake_for_model
 from tests.node.test_node_jobs import World
@@ -24,6 +26,7 @@ from verinet._server import serve
 from verinet.chain.deploy import deploy_protocol
 from verinet.chain.embedded import EmbeddedChain
 from verinet.devnet.samples import publish_samples, sample_models
+from verinet.http_errors import Guard, install
 from verinet.hub.http import blob_app
 from verinet.hub.store import DiskStore
 from verinet.node.api import node_app
@@ -68,6 +71,11 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     good = {"inputs": group_to_json(world.sample.example)}
     with serve(node_app(node)) as url, httpx.Client(base_url=url, timeout=30) as http:
         yield Live(url, http, int(job_id), world.model_id, good)
+
+
+def assert_contract_shape(response: httpx.Response) -> None:
+    body = response.json()
+    assert set(body) == {"error", "detail"} and all(isinstance(v, str) for v in body.values())
 
 
 def assert_contract(response: httpx.Response, what: str) -> None:
@@ -249,7 +257,7 @@ def test_hostile_requests_on_every_route_get_the_contract(live: Live) -> None:
     assert sent > 500
 
 
-@pytest.mark.parametrize("body", TENSORS, ids=[json.dumps(t)[:60] for t in TENSORS])
+@pytest.mark.parametrize("body", TENSORS + CIDS, ids=[json.dumps(t)[:60] for t in TENSORS + CIDS])
 def test_hostile_tensors_to_a_real_job(live: Live, body: Any) -> None:
     for url in (f"/v1/jobs/{live.job_id}/input", f"/v1/models/{live.model_id}/execute"):
         assert_contract(live.http.post(url, json=body), f"POST {url} {json.dumps(body)[:200]}")
@@ -327,3 +335,26 @@ def test_the_standalone_blob_server_keeps_the_contract(tmp_path: Path) -> None:
             r = http.request(method, path)
             assert 400 <= r.status_code < 500, f"{method} {path}: {r.status_code}"
             assert_contract(r, f"{method} {path[:60]}")
+
+
+def test_an_unexpected_fault_is_a_logged_500_in_the_contract_shape(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = FastAPI()
+    install(app, lambda exc: 400)
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("a bug in the server")
+
+    with (
+        caplog.at_level(logging.ERROR, logger="verinet.http"),
+        serve(Guard(app, LIMIT)) as url,
+        httpx.Client(base_url=url, timeout=10) as http,
+    ):
+        r = http.get("/boom")
+        assert (r.status_code, r.json()["error"]) == (500, "InternalError")
+        assert_contract_shape(r)
+        assert "a bug in the server" not in r.text  # the traceback stays in the log
+        assert http.get("/boom").status_code == 500  # and the server goes on
+    assert any("RuntimeError" in rec.getMessage() for rec in caplog.records)
