@@ -193,14 +193,14 @@ def scan_model(
             raise MalformedModel(
                 f"not a parsable ONNX model (wire type {wire} at byte {pos}); re-export it"
             )
+        if is_rank and rank > max_rank:
+            break
         if entries > max_entries:
             raise ModelTooLarge(
                 f"the model file holds more than {max_entries} protobuf entries (messages, "
                 "strings, varint numbers); store tensors as raw_data (onnx.numpy_helper."
                 "from_array) or raise Limits.max_entries"
             )
-        if is_rank and rank > max_rank:
-            break
     raise TensorTooLarge(
         f"a tensor or shape in the model ({message.name}) has more than {max_rank} dims; no "
         "runtime supports that rank, the file is forged"
