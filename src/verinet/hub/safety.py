@@ -16,9 +16,10 @@ where (names cut to 80 characters), and what to do. Checking is bounded by the f
 scan (`verinet.hub._wire`) caps what parsing builds, and data propagation runs only on short
 vectors (`infer`); tested at peak memory <= 4 x file size + 256 MiB and time <= 8 s + 0.25 s
 per MiB (``tests/hub/test_hostile_models.py``). Checks run cheapest first; nothing is parsed
-before the size check. Static checks cannot see every allocation (a shape computed at run time from an input is only known
-then): the executor stops runs at a deadline, and a memory cap belongs to the process that runs
-models (the node's worker, with an address-space limit). This module never imports onnxruntime.
+before the size check. Static checks cannot see every allocation (a shape computed at run
+time from an input is only known then): the executor stops runs at a deadline, and a memory
+cap belongs to the process that runs models (the node's worker, with an address-space limit).
+This module never imports onnxruntime.
 """
 
 from __future__ import annotations
