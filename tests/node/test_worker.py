@@ -1,5 +1,5 @@
-"""Where the node runs models: the memory bound that lets a model run in the node's process,
-and the worker processes (real forkserver processes on pipes) for every other model."""
+"""Where the node runs models: worker processes (real forkserver processes on pipes), and
+the memory bound of a model's graph."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from onnx import TensorProto, helper
 
 from verinet.devnet.samples import SampleModel, sample_models
 from verinet.errors import ExecutionFailed
-from verinet.hub.publish import store_model
+from verinet.hub.publish import draft_manifest, store_model
 from verinet.hub.safety import memory_bound
 from verinet.hub.store import DiskStore
 from verinet.node.worker import ModelPool
@@ -85,28 +85,6 @@ def test_memory_bound_refuses_shapes_known_only_at_run_time() -> None:
     assert memory_bound(nonzero, [("x", "float32", ("n",))], MiB) is None
 
 
-def test_auto_isolation_runs_a_bounded_model_in_the_node(
-    stored: tuple[Path, Cid], mlp: SampleModel
-) -> None:
-    root, cid = stored
-    inline = ModelPool(root, isolation="auto")
-    capped = ModelPool(root, isolation="auto", inline_memory_mb=1)  # below the mlp's bound
-    try:
-        inline.warm(cid)
-        capped.warm(cid)
-        assert inline.runs_inline(cid) and not capped.runs_inline(cid)
-        feeds = _inputs(mlp, 1.0)
-        want = _expected(mlp, feeds)
-        for pool in (inline, capped):
-            got = pool.run_validated(cid, feeds)
-            assert all(np.array_equal(got[k], want[k]) for k in want)
-            got = asyncio.run(pool.arun_validated(cid, feeds))
-            assert all(np.array_equal(got[k], want[k]) for k in want)
-    finally:
-        inline.close()
-        capped.close()
-
-
 def test_workers_answer_threads_and_coroutines_at_once(
     pool: ModelPool, stored: tuple[Path, Cid], mlp: SampleModel
 ) -> None:
@@ -136,7 +114,7 @@ def test_a_dead_worker_fails_one_call_and_is_replaced(
     pool: ModelPool, stored: tuple[Path, Cid], mlp: SampleModel
 ) -> None:
     cid, feeds = stored[1], _inputs(mlp, 1.0)
-    before = {w.process.pid for w in pool._idle}
+    before = {w.process.pid for w in pool._workers}
     assert len(before) == 2
     for pid in before:
         os.kill(pid, signal.SIGKILL)
@@ -147,7 +125,7 @@ def test_a_dead_worker_fails_one_call_and_is_replaced(
     want = _expected(mlp, feeds)
     got = pool.run_validated(cid, feeds)  # a fresh worker, the model loaded again
     assert all(np.array_equal(got[k], want[k]) for k in want)
-    assert {w.process.pid for w in pool._idle}.isdisjoint(before)
+    assert {w.process.pid for w in pool._workers}.isdisjoint(before)
 
 
 def test_a_worker_over_its_memory_cap_fails_the_run_not_the_node(
@@ -168,10 +146,70 @@ def test_a_worker_over_its_memory_cap_fails_the_run_not_the_node(
 
 
 def test_close_turns_away_new_calls(pool: ModelPool, stored: tuple[Path, Cid]) -> None:
-    workers = [w.process for w in pool._idle]
+    workers = [w.process for w in pool._workers]
     pool.close()
     for process in workers:
         process.join(5)
         assert not process.is_alive()
     with pytest.raises(ExecutionFailed, match="shutting down"):
         pool.run_validated(stored[1], {})
+
+
+# -- native crashes: a model that traps fails its request, not the node ------------------------
+
+
+def _divider(op: str, dtype: int) -> bytes:
+    """``y = a op b`` elementwise: a model every static check passes, which onnxruntime runs
+    into SIGFPE for INT_MIN op -1 (it checks only division by zero)."""
+    a, b = (helper.make_tensor_value_info(n, dtype, ["n"]) for n in ("a", "b"))
+    y = helper.make_tensor_value_info("y", dtype, ["n"])
+    graph = helper.make_graph([helper.make_node(op, ["a", "b"], ["y"])], "trap", [a, b], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10
+    return model.SerializeToString()
+
+
+TRAPS = [
+    (op, dtype, np_type)
+    for op in ("Div", "Mod")
+    for dtype, np_type in ((TensorProto.INT32, np.int32), (TensorProto.INT64, np.int64))
+]
+
+
+@pytest.mark.parametrize(("op", "dtype", "np_type"), TRAPS)
+def test_a_model_that_traps_fails_only_its_request(
+    tmp_path: Path, op: str, dtype: int, np_type: type[np.integer]
+) -> None:
+    model = _divider(op, dtype)
+    manifest = draft_manifest(model, name=f"trap-{op.lower()}", fee=1, license="MIT")
+    store = DiskStore(tmp_path / "blobs")
+    cid = store_model(store, model, manifest)
+    pool = ModelPool(tmp_path / "blobs", isolation="process", workers=1)
+    lowest = np.iinfo(np_type).min
+    fine = {"a": np.array([7, -9], np_type), "b": np.array([2, 4], np_type)}
+    trap = {"a": np.array([lowest], np_type), "b": np.array([-1], np_type)}
+    want = OnnxExecutor(model, manifest).run(fine)["y"]
+    try:
+        pool.warm(cid)
+        (first,) = (w.process.pid for w in pool._workers)
+        with pytest.raises(ExecutionFailed, match="SIGFPE"):
+            pool.run_validated(cid, trap)
+        assert np.array_equal(pool.run_validated(cid, fine)["y"], want)
+
+        async def crowd() -> list[dict[str, np.ndarray] | BaseException]:
+            # Calls pipelined on one worker around a trapping one: only that one fails.
+            calls = [fine] * 5 + [trap] + [fine] * 5
+            runs = (pool.arun_validated(cid, feeds) for feeds in calls)
+            return await asyncio.gather(*runs, return_exceptions=True)
+
+        answers = asyncio.run(crowd())
+        failed = [i for i, a in enumerate(answers) if isinstance(a, BaseException)]
+        assert failed == [5], answers
+        assert isinstance(answers[5], ExecutionFailed) and "SIGFPE" in str(answers[5])
+        for i, answer in enumerate(answers):
+            if i != 5:
+                assert not isinstance(answer, BaseException)
+                assert np.array_equal(answer["y"], want)
+        assert first not in {w.process.pid for w in pool._workers}
+    finally:
+        pool.close()

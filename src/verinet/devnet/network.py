@@ -104,7 +104,7 @@ class Devnet:
         nodes: int = 4,
         clients: int = 2,
         windows: Windows = Windows(),
-        isolation: Isolation = "auto",
+        isolation: Isolation = "process",
         progress: Any = None,
         zk: bool = False,
     ) -> Devnet:

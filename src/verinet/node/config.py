@@ -21,7 +21,7 @@ from pydantic_settings import (
 from verinet.types import Address
 
 MiB = 1024 * 1024
-Isolation = Literal["auto", "process", "thread"]
+Isolation = Literal["process", "thread"]
 """Where a node runs models; see `verinet.node.worker`."""
 
 
@@ -77,17 +77,14 @@ class NodeSettings(BaseSettings):
     )
     workers: int = Field(default=1, ge=1, le=64, description="model worker processes")
     isolation: Isolation = Field(
-        default="auto",
+        default="process",
         description=(
-            "where models run: auto (in the node when their memory is provably at most "
-            "inline_memory_mb, else in capped worker processes), process, or thread"
+            "where models run: process (capped worker processes; a crash or an overrun fails "
+            "only its request) or thread (the node's own process: tests only)"
         ),
     )
     memory_limit_mb: int = Field(
         default=4096, ge=256, description="address-space cap per worker process (RLIMIT_AS)"
-    )
-    inline_memory_mb: int = Field(
-        default=256, ge=0, description="auto isolation: largest proven bound run in the node"
     )
     execution_timeout: float = Field(default=60.0, gt=0, le=86_400)
     finalize: bool = Field(default=True, description="finalize jobs this node took part in")

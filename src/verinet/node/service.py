@@ -108,7 +108,6 @@ class Node:
             isolation=settings.isolation,
             workers=settings.workers,
             memory_limit_mb=settings.memory_limit_mb,
-            inline_memory_mb=settings.inline_memory_mb,
             timeout=settings.execution_timeout,
         )
         self.metrics = metrics or NodeMetrics()

@@ -1,28 +1,33 @@
-"""Running models for the node: in its own process when that is provably safe, in capped
-worker processes otherwise.
+"""Running models for the node: always in capped worker processes, never in the process that
+holds the node's keys, its job database and its chain loop.
 
-A model file is untrusted input. The hub's static checks (`verinet.hub.safety`) refuse every
-allocation they can see, but a shape computed at run time from an input is only known then;
-that is what a worker process is for: its address space is capped (``RLIMIT_AS``), so a run
-that makes onnxruntime ask for a huge allocation fails as `ExecutionFailed` in the worker
-instead of taking the node down, and a worker that dies or overruns its deadline is replaced.
+A model file is untrusted input for a native runtime. The hub's static checks
+(`verinet.hub.safety`) refuse every allocation and construct they can see, but they cannot
+prove that onnxruntime will not trap (int32/int64 ``Div`` or ``Mod`` of INT_MIN by -1 raises
+SIGFPE and ends the process), that a shape computed at run time stays small, or that a
+kernel has no bug. So every run happens in a worker process: its address space is capped
+(``RLIMIT_AS``), a run that overruns its deadline is stopped, and a worker that dies (a
+signal, the cap) fails only the request it was running (`ExecutionFailed`, naming the
+signal); the calls queued behind it go to a fresh worker and the node keeps serving.
+``isolation="thread"`` runs models in the node's own threads, for tests that need no
+isolation.
 
-Isolation costs a round trip between processes on every run: ~65 µs on a 2-vCPU virtual
-machine (waking a process on the other CPU is an inter-processor interrupt each way), ten
-times a small model's run. So ``isolation="auto"`` (the default) decides per model, when it
-is warmed: a model whose memory `verinet.hub.safety.memory_bound` proves to be at most
-``inline_memory_mb`` runs in the node's process (a cap would have nothing to catch), any
-other in a worker. ``"process"`` sends every model to workers, ``"thread"`` none (tests).
+Isolation must not cost the throughput of a plain FastAPI + onnxruntime server, so the
+channel is cheap:
 
-In the node's process, an async caller (`arun_validated`) runs a small request of a model
-that has been fast so far right on the event loop, as a plain FastAPI + onnxruntime server
-does; anything else goes to a thread. The deadline (`verinet.runtime.session`) stops an
-overrunning run either way.
+- A worker is a process forked from a fork server that has already imported onnxruntime and
+  the runtime, with every warmed model loaded before its first call, and one duplex pipe to
+  the node: a pickled ``(method, args)`` goes down, a pickled ``(ok, value)`` comes back.
+- Coroutines pipeline their calls: the event loop writes a request and goes on serving HTTP;
+  it reads answers from the pipe (``add_reader``) in the order they were sent. A busy worker
+  never waits for the node's loop between two requests, and a busy loop never waits for the
+  worker. Bytes in flight are bounded so that a write never blocks.
+- Waking a sleeping process on another CPU costs tens of µs on a virtual machine, each way.
+  A worker therefore watches its pipe for `WORKER_SPIN` after each answer, and a call alone
+  on its worker, for a model that answered fast last time, waits `NODE_SPIN` on the pipe
+  itself before it yields to the loop, as a run on the loop would have.
+- Threads (the chain loop, disputes) take a worker whole once its pipeline drains.
 
-Each worker is a process of its own with one duplex pipe to the node and one request in flight
-at a time. The pipe is the whole protocol: a pickled ``(method, args)`` goes down, a pickled
-``(ok, value)`` comes back, ~3x cheaper per call than a ``ProcessPoolExecutor`` (its queues,
-feeder and result threads), and an asyncio caller waits on the pipe itself: no thread hop.
 A worker sees its node go by the pipe closing, so a node killed outright (SIGKILL, the OOM
 killer) takes its workers with it.
 """
@@ -30,23 +35,23 @@ killer) takes its workers with it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import multiprocessing.connection
 import os
-import pickle
 import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from verinet.errors import ExecutionFailed, ExecutionTimeout, MalformedEvidence
 from verinet.hub.files import get_file
 from verinet.hub.publish import load_manifest
-from verinet.hub.safety import check_model, memory_bound
 from verinet.hub.store import DiskStore
+from verinet.node import _channel
 from verinet.node.config import Isolation
 from verinet.runtime.executor import OnnxExecutor
 from verinet.runtime.tensors import Array
@@ -66,13 +71,14 @@ GRACE = 5.0
 """Seconds past the execution timeout the node waits for a worker before it kills it (the
 worker stops an overrunning run itself; this covers one that hangs outside onnxruntime)."""
 ON_LOOP_BYTES = 64 * 1024
-ON_LOOP_SECONDS = 0.001
-"""An in-process run goes on the event loop when its inputs are at most this size and the
-model's last such run took less than this; otherwise to a thread."""
-INLINE_SEND = 256 * 1024
-"""Requests up to this size are written to the pipe from the event loop; larger ones from a
-thread, so a big input never stalls the loop while the worker drains the pipe."""
-_PICKLE = pickle.HIGHEST_PROTOCOL
+"""``isolation="thread"``: larger inputs run in a thread, smaller ones on the event loop."""
+PIPELINE_DEPTH = 64
+PIPELINE_BYTES = 96 * 1024
+"""At most this many calls, and bytes of requests, in flight on one worker's socket: its
+buffer holds them all, so the event loop's write never waits for a busy worker. A request
+larger than this goes alone, written from a thread."""
+CHECK_EVERY = 1.0
+"""Seconds between checks of a busy worker's oldest call against the deadline."""
 
 
 class TracedRun(NamedTuple):
@@ -107,13 +113,6 @@ class _Models:
 
     def load(self, manifest_cid: str) -> None:
         self.get(manifest_cid)
-
-    def memory_bound(self, manifest_cid: str) -> int | None:
-        """`verinet.hub.safety.memory_bound` of a stored model under its manifest's policy."""
-        manifest = load_manifest(self.store, Cid(manifest_cid))
-        model = check_model(get_file(self.store, manifest.model))
-        specs = [(spec.name, spec.dtype, spec.shape) for spec in manifest.inputs]
-        return memory_bound(model, specs, manifest.input_policy.max_bytes)
 
     def run(self, manifest_cid: str, feeds: Mapping[str, Array]) -> dict[str, Array]:
         return self.get(manifest_cid).run_validated(feeds)
@@ -167,35 +166,54 @@ class _Models:
 
 def _serve(conn: multiprocessing.connection.Connection, store_root: str, timeout: float,
            memory_limit: int | None) -> None:  # fmt: skip
-    """A worker's life: cap the address space, then answer requests until the node goes."""
+    """A worker's life: cap the address space, then answer requests in order until the node
+    goes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the node's to handle
     if memory_limit is not None:
         import resource
 
         resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
     models = _Models(store_root, timeout)
+    reader = _channel.FrameReader(conn.fileno())
     while True:
         try:
-            method, args = pickle.loads(conn.recv_bytes())
+            frame = reader.next(None)
         except (EOFError, OSError):
             os._exit(0)  # the node is gone
+        assert frame is not None
         try:
-            reply = pickle.dumps((True, getattr(models, method)(*args)), _PICKLE)
+            method, args = _channel.parse_request(*frame)
+            reply = _channel.answer(getattr(models, method)(*args))
         except MemoryError:
-            reply = pickle.dumps((False, MemoryError()), _PICKLE)
+            reply = _channel.failure(MemoryError())
         except Exception as exc:  # every failure goes back to the node, typed
-            try:
-                reply = pickle.dumps((False, exc), _PICKLE)
-            except Exception:  # one that does not pickle
-                reply = pickle.dumps((False, ExecutionFailed(f"{type(exc).__name__}: {exc}")))
+            reply = _channel.failure(exc)
         try:
-            conn.send_bytes(reply)
+            _channel.send(reader.fd, reply)
         except OSError:
             os._exit(0)
 
 
+Frame = tuple[int, memoryview]
+
+
+class _Call:
+    """One request pipelined onto a worker, and the future its coroutine awaits."""
+
+    __slots__ = ("abandoned", "future", "request")
+
+    def __init__(self, future: asyncio.Future[Frame], request: bytes) -> None:
+        self.future = future
+        self.request = request
+        self.abandoned = False  # its caller was cancelled; the answer is read and dropped
+
+
 class _Worker:
-    """One worker process and the node's end of its pipe."""
+    """One worker process and the node's end of its socket pair.
+
+    Coroutines pipeline calls onto it (``inflight``, answered in order, read by the event
+    loop ``loop``); a thread takes it whole (``taken``) once nothing is in flight, and
+    ``claimed`` stops new pipelined calls meanwhile so that the thread gets it soon."""
 
     def __init__(self, context: Any, args: tuple[str, float, int | None], index: int) -> None:
         self.conn, child = context.Pipe(duplex=True)
@@ -204,6 +222,36 @@ class _Worker:
         )
         self.process.start()
         child.close()  # the worker holds the only other end: its EOF is the node's exit
+        self.fd = self.conn.fileno()
+        self.reader = _channel.FrameReader(self.fd)
+        self.inflight: deque[_Call] = deque()
+        self.queued = 0  # request bytes in flight
+        self.head_since = 0.0  # when the oldest call in flight reached the worker's turn
+        self.loop: asyncio.AbstractEventLoop | None = None  # whose reader reads the answers
+        self.timer: asyncio.TimerHandle | None = None  # the overrun check while busy
+        self.taken = False
+        self.claimed = False
+
+    def accepts(self, loop: asyncio.AbstractEventLoop, size: int) -> bool:
+        """Whether a call of `size` bytes from `loop` may be pipelined onto this worker now."""
+        if self.taken or self.claimed:
+            return False
+        if not self.inflight:
+            return True
+        return (
+            self.loop is loop
+            and len(self.inflight) < PIPELINE_DEPTH
+            and self.queued + size <= PIPELINE_BYTES
+        )
+
+    def death(self) -> str:
+        """Why the process ended, once it has (for the caller's error)."""
+        self.process.join(GRACE)
+        code = self.process.exitcode
+        if code is not None and code < 0:
+            with contextlib.suppress(ValueError):
+                return f"killed by {signal.Signals(-code).name}"
+        return f"exit status {code}"
 
     def kill(self) -> None:
         if self.process.is_alive():
@@ -219,51 +267,42 @@ class _Worker:
 
 
 _DIED, _LATE = "died", "late"
-"""A worker's non-answers (an answer is bytes)."""
-
-
-def _unpack(raw: bytes) -> Any:
-    ok, value = pickle.loads(raw)
-    if ok:
-        return value
-    raise value
+"""A worker's non-answers (an answer is a frame)."""
 
 
 class ModelPool:
-    """Runs published models by manifest CID, in capped worker processes or in threads.
+    """Runs published models by manifest CID, in capped worker processes (or, for tests, in
+    threads of the node's process: ``isolation="thread"``).
 
     Thread-safe, and usable from an event loop without blocking it (`arun_validated`).
-    At most `workers` processes, started on demand; a caller that finds none idle waits its
-    turn (first come, first served, threads and coroutines alike).
+    At most `workers` processes, started on demand. Coroutines pipeline their calls onto the
+    least busy worker (up to `PIPELINE_DEPTH` calls and `PIPELINE_BYTES` bytes each, so a
+    write never waits for the worker); threads take a worker whole, once its pipeline drains.
     """
 
     def __init__(
         self,
         store_root: Path,
         *,
-        isolation: Isolation = "auto",
+        isolation: Isolation = "process",
         workers: int = 1,
         memory_limit_mb: int | None = 4096,
-        inline_memory_mb: int = 256,
         timeout: float = 60.0,
     ) -> None:
         self._args = (str(store_root), timeout, memory_limit_mb * MiB if memory_limit_mb else None)
         self._deadline = timeout + GRACE
         self._size = workers
-        self._isolation = isolation
-        self._inline_limit = inline_memory_mb * MiB
-        self._local = _Models(str(store_root), timeout)
-        self._inline: dict[str, bool] = {}  # by manifest CID, decided when warmed
-        self._fast: dict[str, bool] = {}  # whether its last small run beat ON_LOOP_SECONDS
+        self._local = _Models(str(store_root), timeout) if isolation == "thread" else None
         self._context = multiprocessing.get_context("forkserver")
         # The fork server imports onnxruntime and the runtime once; each worker forks from it
         # ready to load models, instead of importing them anew each start.
         self._context.set_forkserver_preload([__name__])
         self._lock = threading.Lock()
-        self._warm_lock = threading.Lock()
-        self._idle: deque[_Worker] = deque()
-        self._waiters: deque[_Waiter] = deque()
-        self._count = 0  # started and not discarded, idle or busy
+        self._changed = threading.Condition(self._lock)  # a worker was released or drained
+        self._workers: list[_Worker] = []
+        self._pending: deque[_Call] = deque()  # calls from coroutines waiting for a worker
+        self._pending_loop: asyncio.AbstractEventLoop | None = None
+        self._starting = 0
         self._started = 0
         self._loaded: list[str] = []  # what every new worker loads before its first call
         self._closed = False
@@ -273,361 +312,362 @@ class ModelPool:
     def warm(self, manifest_cid: str) -> None:
         """Start the workers and load the model in each, so no request pays for loading.
         Call it from a thread, not from an event loop that also runs `arun_validated`."""
-        if self._runs_inline(manifest_cid, decide=True):
+        if self._local is not None:
             self._local.load(manifest_cid)
             return
         with self._lock:
             if manifest_cid not in self._loaded:
                 self._loaded.append(manifest_cid)
-        load = pickle.dumps(("load", (manifest_cid,)), _PICKLE)
-        with self._warm_lock:  # the only caller that holds more than one worker at a time
-            held: list[_Worker] = []
-            try:
-                for _ in range(self._size):
-                    worker = self._acquire()
-                    outcome = self._exchange(worker, load)
-                    if isinstance(outcome, str):
-                        self._discard(worker)
-                        raise self._failure(outcome)
-                    held.append(worker)
-                    _unpack(outcome)
-            finally:
-                for worker in held:
-                    self._release(worker)
+            existing = list(self._workers)
+        load = _channel.call_request("load", manifest_cid)
+        for worker in existing:  # started before this model was known
+            if self._take(worker) is worker:
+                self._finish(worker, self._exchange(worker, load))
+        while True:
+            with self._lock:
+                if self._closed or len(self._workers) + self._starting >= self._size:
+                    return
+                self._starting += 1
+            self._release(self._start())
 
     def run_validated(self, manifest_cid: str, feeds: Mapping[str, Array]) -> dict[str, Array]:
         """The model's outputs for inputs `validate_inputs` accepted against its manifest
         (raises `ExecutionFailed`)."""
-        if self._runs_inline(manifest_cid):
+        if self._local is not None:
             return self._local.run(manifest_cid, feeds)
-        return self._submit("run", (manifest_cid, dict(feeds)))  # type: ignore[no-any-return]
+        return self._submit(_channel.run_request(manifest_cid, feeds))  # type: ignore[no-any-return]
 
     async def arun_validated(
         self, manifest_cid: str, feeds: Mapping[str, Array]
     ) -> dict[str, Array]:
-        """`run_validated` for an event loop: the loop waits on the worker's pipe and never
-        blocks on it."""
-        if self._runs_inline(manifest_cid):
+        """`run_validated` for an event loop: the call is pipelined onto a worker and the
+        loop reads the answer from the socket; it never blocks on a worker that is busy."""
+        if self._local is not None:
             if sum(a.nbytes for a in feeds.values()) > ON_LOOP_BYTES:
                 return await asyncio.to_thread(self._local.run, manifest_cid, feeds)
-            started = time.perf_counter()
-            if self._fast.get(manifest_cid, False):
-                outputs = self._local.run(manifest_cid, feeds)
-            else:  # until a run shows the model is fast, keep it off the loop
-                outputs = await asyncio.to_thread(self._local.run, manifest_cid, feeds)
-            self._fast[manifest_cid] = time.perf_counter() - started < ON_LOOP_SECONDS
-            return outputs
-        request = pickle.dumps(("run", (manifest_cid, dict(feeds))), _PICKLE)
-        worker = self._acquire_nowait() or await self._acquire_async()
+            return self._local.run(manifest_cid, feeds)
+        request = _channel.run_request(manifest_cid, feeds)
+        if len(request) > PIPELINE_BYTES:  # too big to pipeline: a thread sends it alone
+            outputs = await asyncio.to_thread(self._submit, request)
+            return outputs  # type: ignore[no-any-return]
         loop = asyncio.get_running_loop()
+        call = _Call(loop.create_future(), request)
+        with self._lock:
+            if self._closed:
+                raise ExecutionFailed("the node is shutting down")
+            self._pending.append(call)
+            self._pending_loop = loop
+            self._pump(loop)
         try:
-            if len(request) > INLINE_SEND:
-                await asyncio.to_thread(worker.conn.send_bytes, request)
-            else:
-                worker.conn.send_bytes(request)
-            readable: asyncio.Future[bool] = loop.create_future()
-            fd = worker.conn.fileno()
-            loop.add_reader(fd, _settle, readable, True)
-            timer = loop.call_later(self._deadline, _settle, readable, False)
-            try:
-                answered = await readable
-            finally:
-                loop.remove_reader(fd)
-                timer.cancel()
-            outcome: bytes | str = worker.conn.recv_bytes() if answered else _LATE
-        except (EOFError, OSError):
-            outcome = _DIED
-        except BaseException:
-            self._discard(worker)  # cancelled mid-call: the pipe may hold half a conversation
+            frame = await call.future
+        except asyncio.CancelledError:
+            call.abandoned = True
+            with self._lock, contextlib.suppress(ValueError):
+                self._pending.remove(call)
             raise
-        return self._finish(worker, outcome)  # type: ignore[no-any-return]
+        return self._result(frame)  # type: ignore[no-any-return]
 
     def trace_step(
         self, manifest_cid: str, inputs: Mapping[str, Array], index: int
     ) -> dict[str, Any]:
         """Op `index` of a traced run on `inputs`, with its Merkle proof (JSON-ready)."""
-        if self._runs_inline(manifest_cid):
+        if self._local is not None:
             return self._local.trace_step(manifest_cid, inputs, index)
-        step: dict[str, Any] = self._submit("trace_step", (manifest_cid, dict(inputs), index))
-        return step
+        return self._call("trace_step", manifest_cid, dict(inputs), index)  # type: ignore[no-any-return]
 
     def traced(self, manifest_cid: str, inputs: Mapping[str, Array]) -> TracedRun:
         """Run validated inputs traced: outputs, op count, h_N, Merkle root and links."""
-        if self._runs_inline(manifest_cid):
+        if self._local is not None:
             return self._local.traced(manifest_cid, inputs)
-        return self._submit("traced", (manifest_cid, dict(inputs)))  # type: ignore[no-any-return]
+        return self._call("traced", manifest_cid, dict(inputs))  # type: ignore[no-any-return]
 
     def evidence(self, manifest_cid: str, inputs: Mapping[str, Array], step: int) -> bytes:
         """A defender's evidence for `step` of its traced run, as JSON."""
-        if self._runs_inline(manifest_cid):
+        if self._local is not None:
             return self._local.evidence(manifest_cid, inputs, step)
-        return self._submit("evidence", (manifest_cid, dict(inputs), step))  # type: ignore[no-any-return]
+        return self._call("evidence", manifest_cid, dict(inputs), step)  # type: ignore[no-any-return]
 
     def judge(self, manifest_cid: str, evidence: bytes, terms: dict[str, Any]) -> Judgement:
         """`judge_step` of untrusted evidence, where the model runs."""
-        if self._runs_inline(manifest_cid):
+        if self._local is not None:
             return self._local.judge(manifest_cid, evidence, terms)
-        return self._submit("judge", (manifest_cid, evidence, terms))  # type: ignore[no-any-return]
-
-    def runs_inline(self, manifest_cid: str) -> bool:
-        """Whether the model runs in the node's own process (decided when it was warmed)."""
-        return self._runs_inline(manifest_cid)
-
-    def _runs_inline(self, manifest_cid: str, *, decide: bool = False) -> bool:
-        if self._isolation != "auto":
-            return self._isolation == "thread"
-        inline = self._inline.get(manifest_cid)
-        if inline is None:
-            if not decide:
-                return False  # not warmed: the safe side
-            bound = self._local.memory_bound(manifest_cid)
-            inline = bound is not None and bound <= self._inline_limit
-            self._inline[manifest_cid] = inline
-        return inline
+        return self._call("judge", manifest_cid, evidence, terms)  # type: ignore[no-any-return]
 
     def close(self) -> None:
-        """Stop the idle workers now and the busy ones when their call returns; callers
+        """Stop the idle workers now and the busy ones when their calls return; callers
         still waiting get `ExecutionFailed`."""
         with self._lock:
             self._closed = True
-            idle, self._idle = list(self._idle), deque()
-            waiters, self._waiters = list(self._waiters), deque()
-        for waiter in waiters:
-            waiter.give(ExecutionFailed("the node is shutting down"))
+            calls, self._pending = list(self._pending), deque()
+            idle = [w for w in self._workers if not w.taken]
+            for worker in idle:
+                self._workers.remove(worker)
+                _unread(worker)
+                calls.extend(worker.inflight)
+                worker.inflight.clear()
+            self._changed.notify_all()
+        for call in calls:
+            _resolve(call, ExecutionFailed("the node is shutting down"))
         for worker in idle:
             worker.stop()
 
-    # -- one call on one worker ----------------------------------------------------------
+    # -- threads: a worker taken whole -----------------------------------------------------
 
-    def _submit(self, method: str, args: tuple[Any, ...]) -> Any:
-        worker = self._acquire()
+    def _call(self, method: str, *args: Any) -> Any:
+        return self._submit(_channel.call_request(method, *args))
+
+    def _submit(self, request: bytes) -> Any:
+        worker = self._take()
+        assert worker is not None  # only a named worker can be gone
         try:
-            outcome = self._exchange(worker, pickle.dumps((method, args), _PICKLE))
+            outcome = self._exchange(worker, request)
         except BaseException:
             self._discard(worker)
             raise
         return self._finish(worker, outcome)
 
-    def _call(self, worker: _Worker, method: str, args: tuple[Any, ...]) -> Any:
-        """A call on a worker the caller holds and keeps (it is discarded if it fails)."""
-        outcome = self._exchange(worker, pickle.dumps((method, args), _PICKLE))
-        if isinstance(outcome, str):
-            raise self._failure(outcome)
-        return _unpack(outcome)
+    def _take(self, only: _Worker | None = None) -> _Worker | None:
+        """A worker this thread holds alone: an idle one, a new one, or the least busy one
+        once its pipeline drains. With `only`, that worker, or None if it is gone."""
+        with self._lock:
+            while True:
+                if self._closed:
+                    raise ExecutionFailed("the node is shutting down")
+                if only is not None and only not in self._workers:
+                    return None
+                free = [w for w in ([only] if only else self._workers) if not w.taken]
+                idle = [w for w in free if not w.inflight]
+                if idle:
+                    worker = idle[0]
+                    worker.taken, worker.claimed = True, False
+                    _unread(worker)  # this thread reads its answers now
+                    return worker
+                if only is None and len(self._workers) + self._starting < self._size:
+                    self._starting += 1
+                    break
+                if free and not any(w.claimed for w in free):
+                    # No new pipelined calls for the least busy one: its reader wakes this
+                    # thread once its pipeline drains.
+                    min(free, key=lambda w: len(w.inflight)).claimed = True
+                self._changed.wait()
+        return self._start()
 
-    def _exchange(self, worker: _Worker, request: bytes) -> bytes | str:
+    def _exchange(self, worker: _Worker, request: bytes) -> Frame | str:
         try:
-            worker.conn.send_bytes(request)
-            if not worker.conn.poll(self._deadline):
-                return _LATE
-            answer: bytes = worker.conn.recv_bytes()
-            return answer
+            _channel.send(worker.fd, request)
+            frame = worker.reader.next(time.monotonic() + self._deadline)
         except (EOFError, OSError):
             return _DIED
+        return _LATE if frame is None else frame
 
-    def _finish(self, worker: _Worker, outcome: bytes | str) -> Any:
+    def _finish(self, worker: _Worker, outcome: Frame | str) -> Any:
         if isinstance(outcome, str):
             self._discard(worker)
-            raise self._failure(outcome)
+            raise self._failure(outcome, worker)
         self._release(worker)
+        return self._result(outcome)
+
+    def _result(self, frame: Frame) -> Any:
         try:
-            return _unpack(outcome)
+            return _channel.result(*frame)
         except MemoryError:
             raise ExecutionFailed(
                 f"the run needed more memory than the worker's cap of {self._cap_mb} MiB"
             ) from None
 
-    def _failure(self, outcome: str) -> ExecutionFailed:
+    def _failure(self, outcome: str, worker: _Worker) -> ExecutionFailed:
         if outcome == _LATE:
             return ExecutionTimeout(
                 f"the model's worker did not answer within {self._deadline:g} s; it was "
                 "stopped and will be replaced"
             )
         return ExecutionFailed(
-            f"the model's worker process died (memory cap {self._cap_mb} MiB or a crash); "
-            "it will be replaced"
+            f"the model's worker process died running this request ({worker.death()}: a "
+            f"native crash in the model, or its memory cap of {self._cap_mb} MiB); it will "
+            "be replaced"
         )
 
     @property
     def _cap_mb(self) -> int:
         return (self._args[2] or 0) // MiB
 
-    # -- handing workers out -------------------------------------------------------------
+    # -- coroutines: calls pipelined onto workers --------------------------------------------
 
-    def _acquire_nowait(self) -> _Worker | None:
+    def _pump(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Send pending calls to workers that accept them (under the lock); start a worker
+        when none does and the pool has room."""
+        while self._pending:
+            call = self._pending[0]
+            if call.abandoned:
+                self._pending.popleft()
+                continue
+            size = len(call.request)
+            open_ = [w for w in self._workers if w.accepts(loop, size)]
+            if not open_:
+                if len(self._workers) + self._starting < self._size:
+                    self._starting += 1
+                    loop.run_in_executor(None, self._start_for, loop)
+                return
+            self._pending.popleft()
+            self._send(min(open_, key=lambda w: len(w.inflight)), call, loop)
+
+    def _send(self, worker: _Worker, call: _Call, loop: asyncio.AbstractEventLoop) -> None:
+        if worker.loop is not loop:
+            _unread(worker)
+            worker.loop = loop
+            loop.add_reader(worker.fd, self._on_readable, worker)
+        if not worker.inflight:
+            worker.head_since = time.monotonic()
+            if worker.timer is None:
+                worker.timer = loop.call_later(CHECK_EVERY, self._check, worker)
+        worker.inflight.append(call)
+        worker.queued += len(call.request)
+        try:
+            _channel.send(worker.fd, call.request)  # never blocks: PIPELINE_BYTES fit
+        except OSError:
+            loop.call_soon(self._lost, worker, _DIED)
+
+    def _on_readable(self, worker: _Worker) -> None:
+        """Answers are ready on `worker`'s socket: hand each to its call, in order."""
+        done: list[tuple[_Call, Frame]] = []
         with self._lock:
-            return self._idle.popleft() if self._idle else None
-
-    def _reserve(self, waiter: _Waiter) -> _Worker | bool:
-        """An idle worker; True when the caller should start one; False once `waiter` is
-        queued."""
-        with self._lock:
-            if self._closed:
-                raise ExecutionFailed("the node is shutting down")
-            if self._idle:
-                return self._idle.popleft()
-            if self._count < self._size:
-                self._count += 1
-                return True
-            self._waiters.append(waiter)
-            return False
-
-    def _acquire(self) -> _Worker:
-        waiter = _Waiter(None, self._release)
-        got = self._reserve(waiter)
-        if got is True:
-            return self._start()
-        if got is False:
-            return waiter.wait()
-        return got
-
-    async def _acquire_async(self) -> _Worker:
-        loop = asyncio.get_running_loop()
-        waiter = _Waiter(loop, self._release)
-        got = self._reserve(waiter)
-        if got is True:
-            starting = loop.run_in_executor(None, self._start)
+            if worker.taken or worker.loop is not _running_loop():
+                return  # a thread reads it now, or a reader being removed
             try:
-                return await asyncio.shield(starting)
-            except asyncio.CancelledError:
-                starting.add_done_callback(self._release_started)
-                raise
-        if got is False:
-            return await waiter.wait_async()
-        return got
+                alive = worker.reader.fill()
+            except OSError:
+                alive = False
+            for frame in worker.reader.frames():
+                if not worker.inflight:
+                    alive = False  # an answer nobody asked for: the channel is broken
+                    break
+                call = worker.inflight.popleft()
+                worker.queued -= len(call.request)
+                worker.head_since = time.monotonic()
+                done.append((call, frame))
+            if alive:
+                if not worker.inflight and (worker.claimed or self._closed):
+                    self._changed.notify_all()  # a thread waits for it, or close() does
+                elif self._pending and (loop := self._pending_loop) and loop is worker.loop:
+                    self._pump(loop)
+        for call, frame in done:
+            _resolve(call, frame)
+        if not alive:
+            self._lost(worker, _DIED)
 
-    def _release_started(self, starting: asyncio.Future[_Worker]) -> None:
-        if not starting.cancelled() and starting.exception() is None:
-            self._release(starting.result())
+    def _check(self, worker: _Worker) -> None:
+        """While `worker` is busy, once a `CHECK_EVERY`: a call past its deadline (the worker
+        hangs outside onnxruntime's own deadline) loses the worker."""
+        worker.timer = None
+        if worker not in self._workers or not worker.inflight or worker.loop is None:
+            return
+        if time.monotonic() - worker.head_since > self._deadline:
+            self._lost(worker, _LATE)
+            return
+        worker.timer = worker.loop.call_later(CHECK_EVERY, self._check, worker)
+
+    def _lost(self, worker: _Worker, outcome: str) -> None:
+        """`worker` died or overran: fail the call it was running, kill it, and send the
+        calls queued behind it to other workers."""
+        with self._lock:
+            if worker not in self._workers:
+                return
+            self._workers.remove(worker)
+            calls, worker.inflight = list(worker.inflight), deque()
+            loop = _unread(worker)
+            self._pending.extendleft(reversed(calls[1:]))
+            self._changed.notify_all()
+        worker.kill()
+        if calls:
+            _resolve(calls[0], self._failure(outcome, worker))
+        if loop is not None and not loop.is_closed():
+            with self._lock:
+                self._pump(loop)
+
+    def _start_for(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start a worker for the pending calls of `loop` (in an executor thread)."""
+        try:
+            worker = self._start()
+        except ExecutionFailed as exc:
+            with self._lock:
+                pending, self._pending = list(self._pending), deque()
+            for call in pending:
+                _resolve(call, exc)
+            return
+        self._release(worker)
+
+    # -- the workers' lives ----------------------------------------------------------------
 
     def _start(self) -> _Worker:
-        """A new worker, with every warmed model loaded (the caller has counted it)."""
+        """A new worker, taken by the caller, with every warmed model loaded (the caller
+        counted it in ``_starting``); raises `ExecutionFailed` if it cannot start."""
+        worker = None
         try:
             with self._lock:
                 self._started += 1
                 index, models = self._started, list(self._loaded)
             worker = _Worker(self._context, self._args, index)
-            try:
-                for manifest_cid in models:
-                    self._call(worker, "load", (manifest_cid,))
-            except BaseException:
-                worker.kill()
-                raise
-            return worker
+            for manifest_cid in models:
+                outcome = self._exchange(worker, _channel.call_request("load", manifest_cid))
+                if isinstance(outcome, str):
+                    raise self._failure(outcome, worker)
+                _channel.result(*outcome)
         except BaseException as exc:
-            self._uncount(exc)
-            raise
-
-    def _uncount(self, failure: BaseException | None) -> None:
-        """One worker fewer. If callers are waiting, the first of them gets a fresh one;
-        after a failed start with none left, they all get its error."""
+            if worker is not None:
+                worker.kill()
+            with self._lock:
+                self._starting -= 1
+                self._changed.notify_all()
+            if isinstance(exc, ExecutionFailed):
+                raise
+            raise ExecutionFailed(f"could not start a model worker: {exc!r}") from exc
         with self._lock:
-            self._count -= 1
-            if not self._waiters:
-                return
-            if failure is None and not self._closed:
-                self._count += 1
-                waiter = self._waiters.popleft()
-            elif self._count == 0:
-                waiters, self._waiters = list(self._waiters), deque()
-                error = _start_error(failure)
-                for waiting in waiters:
-                    waiting.give(error)
-                return
-            else:
-                return
-        threading.Thread(
-            target=self._start_for, args=(waiter,), name="verinet-model-worker-start", daemon=True
-        ).start()
-
-    def _start_for(self, waiter: _Waiter) -> None:
-        try:
-            worker = self._start()
-        except BaseException as exc:  # handed to the waiter
-            waiter.give(_start_error(exc))
-            return
-        if not waiter.give(worker):
-            self._release(worker)
+            self._starting -= 1
+            if not self._closed:
+                worker.taken = True
+                self._workers.append(worker)
+                return worker
+        worker.stop()
+        raise ExecutionFailed("the node is shutting down")
 
     def _release(self, worker: _Worker) -> None:
+        """A thread is done with `worker`: to a waiting thread, else to pending calls."""
         with self._lock:
-            while self._waiters:
-                if self._waiters.popleft().give(worker):
-                    return
+            worker.taken = worker.claimed = False
             if not self._closed:
-                self._idle.append(worker)
+                self._changed.notify_all()
+                loop = self._pending_loop
+                if self._pending and loop is not None and not loop.is_closed():
+                    loop.call_soon_threadsafe(self._pump_locked, loop)
                 return
+            self._workers.remove(worker)
         worker.stop()
+
+    def _pump_locked(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            self._pump(loop)
 
     def _discard(self, worker: _Worker) -> None:
         """Drop a worker whose state is unknown (dead, late, or cut off mid-call)."""
+        with self._lock:
+            if worker in self._workers:
+                self._workers.remove(worker)
+            self._changed.notify_all()
         worker.kill()
-        self._uncount(None)
 
 
-class _Waiter:
-    """A caller waiting for a worker: a thread (``loop`` None) or a coroutine on ``loop``."""
-
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop | None, release: Callable[[_Worker], None]
-    ) -> None:
-        self.loop = loop
-        self.release = release
-        self.event = threading.Event()
-        self.future: asyncio.Future[_Worker] | None = loop.create_future() if loop else None
-        self.handed: _Worker | BaseException | None = None
-
-    def give(self, item: _Worker | BaseException) -> bool:
-        """Hand a worker (or an error) over; False if the waiter has gone (cancelled)."""
-        if self.future is None:
-            self.handed = item
-            self.event.set()
-            return True
-        if self.future.done():
-            return False
-        assert self.loop is not None
-        try:
-            if _running_loop() is self.loop:  # a release on the waiter's own loop
-                self.loop.call_soon(self._deliver, item)
-            else:
-                self.loop.call_soon_threadsafe(self._deliver, item)
-        except RuntimeError:  # the loop is closed
-            return False
-        self.handed = item
-        return True
-
-    def _deliver(self, item: _Worker | BaseException) -> None:
-        assert self.future is not None
-        if self.future.done():  # cancelled in between: the worker goes back
-            if isinstance(item, _Worker):
-                self.release(item)
-            return
-        if isinstance(item, BaseException):
-            self.future.set_exception(item)
+def _unread(worker: _Worker) -> asyncio.AbstractEventLoop | None:
+    """Stop `worker`'s loop reading its socket, from any thread; the loop it had."""
+    loop, worker.loop = worker.loop, None
+    if worker.timer is not None:
+        worker.timer.cancel()
+        worker.timer = None
+    if loop is not None and not loop.is_closed():
+        if _running_loop() is loop:
+            loop.remove_reader(worker.fd)
         else:
-            self.future.set_result(item)
-
-    def wait(self) -> _Worker:
-        self.event.wait()
-        if isinstance(self.handed, BaseException):
-            raise self.handed
-        assert self.handed is not None
-        return self.handed
-
-    async def wait_async(self) -> _Worker:
-        assert self.future is not None
-        try:
-            return await self.future
-        except asyncio.CancelledError:
-            if self.future.done() and not self.future.cancelled():
-                self.release(self.future.result())
-            raise
-
-
-def _start_error(failure: BaseException | None) -> ExecutionFailed:
-    if isinstance(failure, ExecutionFailed):
-        return failure
-    return ExecutionFailed(f"could not start a model worker: {failure!r}")
+            loop.call_soon_threadsafe(loop.remove_reader, worker.fd)
+    return loop
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -637,6 +677,22 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-def _settle(future: asyncio.Future[bool], value: bool) -> None:
-    if not future.done():
-        future.set_result(value)
+def _resolve(call: _Call, outcome: Frame | BaseException) -> None:
+    """Settle `call` with an answer or an error, from any thread."""
+    future = call.future
+    loop = future.get_loop()
+    if future.done() or loop.is_closed():
+        return
+    if _running_loop() is loop:
+        _settle(future, outcome)
+    else:
+        loop.call_soon_threadsafe(_settle, future, outcome)
+
+
+def _settle(future: asyncio.Future[Frame], outcome: Frame | BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
