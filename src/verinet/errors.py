@@ -5,7 +5,8 @@ VerinetError
 ├── ConfigError                      (ValueError)   fix the configuration and retry
 ├── JsonTooDeep                      (ValueError)   JSON nested past the limit, refused unparsed
 ├── TransientError                                   retry with backoff
-│   └── ChainUnavailable             (ConnectionError)
+│   ├── ChainUnavailable             (ConnectionError)
+│   └── StateNotKept                 (LookupError)  the chain no longer has that block's state
 ├── ProtocolViolation                                a peer broke the rules: reject or slash
 │   ├── InvalidReceipt               (ValueError)
 │   │   ├── ReceiptWrongDomain
@@ -92,6 +93,11 @@ class TransientError(VerinetError):
 
 class ChainUnavailable(TransientError, ConnectionError):
     """The chain's JSON-RPC endpoint did not answer."""
+
+
+class StateNotKept(TransientError, LookupError):
+    """A read named a block whose state the chain does not have (the embedded chain keeps only
+    its latest); read again at the latest block."""
 
 
 class ProtocolViolation(VerinetError):

@@ -21,9 +21,10 @@ from verinet.chain import EmbeddedChain, dev_account, dev_accounts
 from verinet.chain.deploy import Deployment
 from verinet.chain.jsonrpc import JsonRpcChain
 from verinet.chain.rpc_server import MAX_BODY, rpc_app
+from verinet.devnet.audit import audit
 from verinet.devnet.bootstrap import Network, bootstrap
 from verinet.devnet.jobs import run_quorum, run_signed
-from verinet.errors import ConfigError, NotEligible, TooEarly
+from verinet.errors import ConfigError, NotEligible, StateNotKept, TooEarly
 from verinet.protocol.types import JobState, Mode
 from verinet.types import Address, Wei
 
@@ -260,9 +261,22 @@ def test_state_is_only_read_at_the_latest_block(url: str, rpc_net: Network) -> N
     latest = rpc_net.chain.block_number()
     sender = addr(rpc_net.clients[0])
     assert rpc(url, "eth_getTransactionCount", sender, hex(latest))["result"].startswith("0x")
-    assert error_of(rpc(url, "eth_getBalance", sender, hex(latest - 1)))["code"] == -32000
+    assert error_of(rpc(url, "eth_getBalance", sender, hex(latest - 1)))["code"] == -32001
     call = {"to": rpc_net.deployment.token.address, "data": "0x"}
     assert error_of(rpc(url, "eth_call", call, hex(latest + 1)))["code"] == -32000
+
+
+def test_an_older_block_is_state_not_kept_and_the_audit_reads_the_latest(
+    rpc_net: Network,
+) -> None:
+    chain, d = rpc_net.chain, rpc_net.deployment
+    assert isinstance(chain, JsonRpcChain)
+    latest = chain.block_number()
+    data = d.token.calldata("totalSupply")
+    assert chain.call(d.token.address, data, block=latest) == chain.call(d.token.address, data)
+    with pytest.raises(StateNotKept):
+        chain.call(d.token.address, data, block=latest - 1)
+    assert audit(d)["block"] == latest  # it fell back from the block before
 
 
 # -- the embedded chain's clock and lock --------------------------------------------

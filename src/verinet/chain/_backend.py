@@ -70,8 +70,12 @@ class Chain(Protocol):
         """Send a transaction and wait until it is mined."""
         ...
 
-    def call(self, to: Address, data: bytes, *, sender: Address | None = None) -> bytes:
-        """Execute without changing state (eth_call) and return the output."""
+    def call(
+        self, to: Address, data: bytes, *, sender: Address | None = None, block: int | None = None
+    ) -> bytes:
+        """Execute without changing state (eth_call) and return the output: on the state
+        after block number `block` (None: the latest). Raises `StateNotKept` when the chain
+        no longer has that block's state."""
         ...
 
     def logs(self, *, address: Address | None = None, from_block: int = 0) -> list[Log]:

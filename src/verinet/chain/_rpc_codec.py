@@ -25,6 +25,7 @@ METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 REFUSED = -32000  # geth's code for a transaction or request it will not serve
+STATE_NOT_KEPT = -32001  # EIP-1474's "resource not found": that block's state is gone
 EXECUTION_REVERTED = 3  # geth's and anvil's code for a revert; `data` holds the revert data
 
 _ZERO_ADDRESS = "0x" + "00" * 20

@@ -35,7 +35,7 @@ from eth_utils.crypto import keccak
 from verinet.chain._accounts import DEV_ETHER, dev_accounts
 from verinet.chain._backend import Log, TxReceipt
 from verinet.chain._revert import decode_revert
-from verinet.errors import ConfigError
+from verinet.errors import ConfigError, StateNotKept
 from verinet.types import Address, TxHash
 
 __all__ = ["Block", "Clock", "EmbeddedChain", "MinedTx", "Outcome", "intrinsic_gas"]
@@ -427,7 +427,16 @@ class EmbeddedChain:
             )
 
     @_locked
-    def call(self, to: Address, data: bytes, *, sender: Address | None = None) -> bytes:
+    def call(
+        self, to: Address, data: bytes, *, sender: Address | None = None, block: int | None = None
+    ) -> bytes:
+        """As `Chain.call`; only the latest block's state is kept, so `block` must name it
+        (hold `lock` across several calls to read them all at one block)."""
+        if block is not None and block != self._patch.block_number:
+            raise StateNotKept(
+                f"state at block {block} is not kept: the embedded chain has only the latest "
+                f"block's ({self._patch.block_number})"
+            )
         outcome = self.simulate(to, data, sender=sender)
         if not outcome.success:
             raise decode_revert(outcome.output)

@@ -29,6 +29,7 @@ from verinet.errors import (
     ConfigError,
     ContractRevert,
     JsonTooDeep,
+    StateNotKept,
     TransientError,
     VerinetError,
 )
@@ -40,6 +41,7 @@ log = logging.getLogger("verinet.chain")
 
 _EXECUTION_REVERTED = 3  # the JSON-RPC error code geth and anvil give a revert
 _METHOD_NOT_FOUND = -32601
+_RESOURCE_NOT_FOUND = -32001  # EIP-1474; the devnet's server answers so for a state it dropped
 # Estimates are taken against the pending state; leave room for state that moves before mining.
 _GAS_MARGIN = 10_000
 _POLL_MAX_S = 0.1
@@ -133,12 +135,14 @@ class JsonRpcChain:
         """Send a transaction and wait until it is mined; a revert raises its decoded error."""
         return self._send(to, data, sender)
 
-    def call(self, to: Address, data: bytes, *, sender: Address | None = None) -> bytes:
-        """`eth_call` at the latest block; a revert raises its decoded error."""
+    def call(
+        self, to: Address, data: bytes, *, sender: Address | None = None, block: int | None = None
+    ) -> bytes:
+        """`eth_call` at block `block` (None: the latest); a revert raises its decoded error."""
         params: dict[str, Any] = {"to": to, "data": _hex(data)}
         if sender is not None:
             params["from"] = sender
-        result: str = self._rpc("eth_call", [params, "latest"])
+        result: str = self._rpc("eth_call", [params, "latest" if block is None else hex(block)])
         return bytes.fromhex(result[2:])
 
     def code(self, address: Address) -> bytes:
@@ -329,6 +333,8 @@ class JsonRpcChain:
             raise decode_revert(b"")
         if code == _METHOD_NOT_FOUND:
             raise ConfigError(f"{self._url} does not support {method}: {message}")
+        if code == _RESOURCE_NOT_FOUND:
+            raise StateNotKept(f"{self._url} refused {method}: {message}")
         raise VerinetError(f"{self._url} refused {method}: {message} (JSON-RPC error {code})")
 
     def __repr__(self) -> str:

@@ -11,8 +11,9 @@ data (error 3, `data` the revert data, as from geth and anvil).
 
 The embedded chain keeps only its latest state: state reads name the latest block (or
 `latest`/`pending`), and on an older block `eth_call` answers only the replay of the failed
-transaction in the block after it. A call without `from` comes from the chain's first
-account, as `EmbeddedChain.call` does.
+transaction in the block after it; any other read of an older block gets error -32001
+(`StateNotKept` in `JsonRpcChain`: read again at the latest). A call without `from` comes
+from the chain's first account, as `EmbeddedChain.call` does.
 
 Methods: eth_chainId, net_version, web3_clientVersion, eth_blockNumber, eth_getBlockByNumber,
 eth_getBalance, eth_getCode, eth_getTransactionCount, eth_call, eth_estimateGas, eth_gasPrice,
@@ -37,7 +38,7 @@ from starlette.routing import Route
 from verinet import __version__, safe_json
 from verinet.chain import _rpc_codec as codec
 from verinet.chain._backend import Log
-from verinet.chain._rpc_codec import REFUSED, RpcError, SignedTx, take
+from verinet.chain._rpc_codec import REFUSED, STATE_NOT_KEPT, RpcError, SignedTx, take
 from verinet.chain.embedded import Block, EmbeddedChain, Outcome, intrinsic_gas
 from verinet.types import Address, TxHash
 
@@ -136,7 +137,7 @@ class _Methods:
             )
         if number < latest:
             raise RpcError(
-                REFUSED,
+                STATE_NOT_KEPT,
                 f"state at block {number} is not kept: the embedded chain has only the latest "
                 f"block's ({latest}); ask for 'latest'",
             )
