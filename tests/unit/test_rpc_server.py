@@ -279,6 +279,12 @@ def test_an_older_block_is_state_not_kept_and_the_audit_reads_the_latest(
     assert audit(d)["block"] == latest  # it fell back from the block before
 
 
+def test_the_genesis_hash_is_the_first_blocks(rpc_net: Network, embedded: EmbeddedChain) -> None:
+    assert rpc_net.chain.genesis_hash() == embedded.genesis_hash() == embedded.first_block().hash
+    later = EmbeddedChain(accounts=1, start_time=embedded.first_block().timestamp + 1)
+    assert later.genesis_hash() != embedded.genesis_hash()  # a chain started later differs
+
+
 # -- the embedded chain's clock and lock --------------------------------------------
 
 

@@ -90,6 +90,11 @@ class Chain(Protocol):
         """Number of the latest block."""
         ...
 
+    def genesis_hash(self) -> bytes:
+        """Hash of the chain's first block: with the chain id and the contracts' addresses it
+        tells one chain from another (a restarted dev chain has the same id and addresses)."""
+        ...
+
     def subscribe_blocks(self, callback: Callable[[int], None]) -> Callable[[], None] | None:
         """Have `callback(number)` called after each new block, from whichever thread made
         it; it must be quick and must not call the chain. Returns the function that ends

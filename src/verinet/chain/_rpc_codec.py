@@ -4,6 +4,7 @@ transactions decoded. No chain state here: what the methods mean lives in `rpc_s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +30,9 @@ STATE_NOT_KEPT = -32001  # EIP-1474's "resource not found": that block's state i
 EXECUTION_REVERTED = 3  # geth's and anvil's code for a revert; `data` holds the revert data
 
 _ZERO_ADDRESS = "0x" + "00" * 20
-_ZERO_HASH = "0x" + "00" * 32
+ZERO_HASH = "0x" + "00" * 32
+HashOf = Callable[[int], str]
+"""A block's hash by number (0x-hex), as the objects below name the block they belong to."""
 _ERROR_STRING = bytes.fromhex("08c379a0")
 
 
@@ -210,14 +213,6 @@ def to_hex(raw: bytes) -> str:
     return "0x" + raw.hex()
 
 
-def block_hash(chain_id: int, number: int) -> str:
-    """A stable name for block `number`: the embedded chain keeps no block headers."""
-    if number < 0:
-        return _ZERO_HASH
-    preimage = b"verinet embedded block" + chain_id.to_bytes(32, "big") + number.to_bytes(32, "big")
-    return to_hex(keccak(preimage))
-
-
 def logs_bloom(logs: tuple[Log, ...]) -> str:
     """The logs bloom (yellow paper 4.3.1): 3 bits of 2048 for each address and topic."""
     bloom = 0
@@ -241,13 +236,13 @@ def revert_error(output: bytes) -> RpcError:
     return RpcError(EXECUTION_REVERTED, message, to_hex(output))
 
 
-def log_json(chain_id: int, entry: Log) -> dict[str, Any]:
+def log_json(hash_of: HashOf, entry: Log) -> dict[str, Any]:
     return {
         "address": entry.address,
         "topics": [to_hex(topic) for topic in entry.topics],
         "data": to_hex(entry.data),
         "blockNumber": hex(entry.block_number),
-        "blockHash": block_hash(chain_id, entry.block_number),
+        "blockHash": hash_of(entry.block_number),
         "transactionHash": entry.tx_hash,
         "transactionIndex": "0x0",
         "logIndex": hex(entry.log_index),
@@ -255,12 +250,12 @@ def log_json(chain_id: int, entry: Log) -> dict[str, Any]:
     }
 
 
-def tx_json(chain_id: int, mined: MinedTx, signed: SignedTx | None) -> dict[str, Any]:
+def tx_json(hash_of: HashOf, mined: MinedTx, signed: SignedTx | None) -> dict[str, Any]:
     """eth_getTransactionByHash's object; `signed` is None for one sent in-process."""
     number = mined.receipt.block_number
     fields: dict[str, Any] = {
         "hash": mined.receipt.tx_hash,
-        "blockHash": block_hash(chain_id, number),
+        "blockHash": hash_of(number),
         "blockNumber": hex(number),
         "transactionIndex": "0x0",
         "from": mined.sender,
@@ -286,12 +281,12 @@ def tx_json(chain_id: int, mined: MinedTx, signed: SignedTx | None) -> dict[str,
     return fields
 
 
-def receipt_json(chain_id: int, mined: MinedTx, signed: SignedTx | None) -> dict[str, Any]:
+def receipt_json(hash_of: HashOf, mined: MinedTx, signed: SignedTx | None) -> dict[str, Any]:
     receipt = mined.receipt
     return {
         "transactionHash": receipt.tx_hash,
         "transactionIndex": "0x0",
-        "blockHash": block_hash(chain_id, receipt.block_number),
+        "blockHash": hash_of(receipt.block_number),
         "blockNumber": hex(receipt.block_number),
         "from": mined.sender,
         "to": mined.to,
@@ -299,7 +294,7 @@ def receipt_json(chain_id: int, mined: MinedTx, signed: SignedTx | None) -> dict
         "cumulativeGasUsed": hex(receipt.gas_used),
         "gasUsed": hex(receipt.gas_used),
         "effectiveGasPrice": hex(mined.gas_price),
-        "logs": [log_json(chain_id, entry) for entry in receipt.logs],
+        "logs": [log_json(hash_of, entry) for entry in receipt.logs],
         "logsBloom": logs_bloom(receipt.logs),
         "status": "0x1" if mined.success else "0x0",
         "type": hex(signed.type if signed else 0),
@@ -307,7 +302,7 @@ def receipt_json(chain_id: int, mined: MinedTx, signed: SignedTx | None) -> dict
 
 
 def block_json(
-    chain_id: int,
+    hash_of: HashOf,
     block: Block,
     *,
     base_fee: int,
@@ -318,8 +313,8 @@ def block_json(
     tx = block.transaction
     return {
         "number": hex(block.number),
-        "hash": block_hash(chain_id, block.number),
-        "parentHash": block_hash(chain_id, block.number - 1),
+        "hash": hash_of(block.number),
+        "parentHash": hash_of(block.number - 1),
         "timestamp": hex(block.timestamp),
         "baseFeePerGas": hex(base_fee),
         "gasLimit": hex(gas_limit),

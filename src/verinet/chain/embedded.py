@@ -499,6 +499,15 @@ class EmbeddedChain:
         return int(self._patch.block_number)
 
     @_locked
+    def first_block(self) -> Block:
+        """The chain's first block (number 1: titanoboa starts there)."""
+        return self._blocks[0]
+
+    def genesis_hash(self) -> bytes:
+        # Made from the start time: a chain started later has another.
+        return self.first_block().hash
+
+    @_locked
     def subscribe_blocks(self, callback: Callable[[int], None]) -> Callable[[], None]:
         """Call `callback(number)` after every new block (and after a `revert`), from the
         thread that made it, with the chain's lock held."""

@@ -302,6 +302,11 @@ class JsonRpcChain:
         # limit but not the other transactions of its block), or the state moved under it.
         raise decode_revert(b"")
 
+    def genesis_hash(self) -> bytes:
+        """The hash of block `earliest` (0 on anvil and public chains)."""
+        block: dict[str, Any] = self._rpc("eth_getBlockByNumber", ["earliest", False])
+        return bytes.fromhex(block["hash"][2:])
+
     def _latest_block(self) -> dict[str, Any]:
         block: dict[str, Any] = self._rpc("eth_getBlockByNumber", ["latest", False])
         return block

@@ -69,6 +69,9 @@ class PinnedChain:
     def block_number(self) -> int:
         return self.block
 
+    def genesis_hash(self) -> bytes:
+        return self.inner.genesis_hash()
+
     def subscribe_blocks(self, callback: Callable[[int], None]) -> Callable[[], None] | None:
         return None  # no block comes after this one
 

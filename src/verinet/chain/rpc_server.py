@@ -121,12 +121,18 @@ class _Methods:
 
     # -- blocks and state -----------------------------------------------------
 
+    def _hash_of(self, number: int) -> str:
+        """Block `number`'s hash: what BLOCKHASH gives for it, so a client sees the hash the
+        contracts see, and two chains (a devnet started again) never share a block's name."""
+        block = self._chain.block(number)
+        return codec.ZERO_HASH if block is None else codec.to_hex(block.hash)
+
     def _number(self, tag: Any) -> int:
         """A block tag or number as a number (it may be past the latest)."""
         if tag is None or tag in _LATEST_TAGS:
             return self._chain.block_number()
         if tag == "earliest":
-            return 0
+            return self._chain.first_block().number
         return codec.quantity(tag, "block number")
 
     def _at_latest(self, tag: Any) -> None:
@@ -158,10 +164,10 @@ class _Methods:
             transactions: list[Any] = []
             if tx is not None:
                 signed = self._signed.get(tx.receipt.tx_hash)
-                full_tx = codec.tx_json(chain.chain_id, tx, signed)
+                full_tx = codec.tx_json(self._hash_of, tx, signed)
                 transactions.append(full_tx if full else tx.receipt.tx_hash)
             return codec.block_json(
-                chain.chain_id,
+                self._hash_of,
                 block,
                 base_fee=chain.base_fee(),
                 gas_limit=chain.gas_limit(),
@@ -360,7 +366,7 @@ class _Methods:
         if mined is None:
             return None
         signed = self._signed.get(mined.receipt.tx_hash)
-        return codec.tx_json(self._chain.chain_id, mined, signed)
+        return codec.tx_json(self._hash_of, mined, signed)
 
     def get_receipt(self, params: list[Any]) -> dict[str, Any] | None:
         (tx_hash,) = take(params, 1, 1)
@@ -368,7 +374,7 @@ class _Methods:
         if mined is None:
             return None
         signed = self._signed.get(mined.receipt.tx_hash)
-        return codec.receipt_json(self._chain.chain_id, mined, signed)
+        return codec.receipt_json(self._hash_of, mined, signed)
 
     def get_logs(self, params: list[Any]) -> list[dict[str, Any]]:
         (query,) = take(params, 1, 1)
@@ -406,7 +412,7 @@ class _Methods:
                 for topic, choice in zip(entry.topics, allowed, strict=False)
             )
 
-        return [codec.log_json(chain.chain_id, entry) for entry in found if matches(entry)]
+        return [codec.log_json(self._hash_of, entry) for entry in found if matches(entry)]
 
     # -- dev methods ----------------------------------------------------------
 

@@ -142,6 +142,8 @@ class Devnet:
                 deployment.token.approve(
                     deployment.market.address, Wei(MAX_UINT), sender=Address(client.address)
                 )
+            for index in range(nodes):
+                forget_chain_state(data_dir / f"node-{index}")
             sockets = [_reserve_port() for _ in node_accounts]
             urls = [f"http://127.0.0.1:{s.getsockname()[1]}" for s in sockets]
             for account, url in zip(node_accounts, urls, strict=True):
@@ -326,6 +328,14 @@ class Devnet:
         path = self.data_dir / "devnet.json"
         path.write_text(json.dumps(self.describe(), indent=2))
         return path
+
+
+def forget_chain_state(node_dir: Path) -> None:
+    """Delete a devnet node's records of earlier chains: every devnet starts a new chain, on
+    which job and game ids count from 1 again (a node would skip the new jobs as done). Its
+    blobs and zk files are content-addressed and stay."""
+    for path in node_dir.glob("jobs*.sqlite*"):
+        path.unlink()
 
 
 def _open_chain(

@@ -3,20 +3,31 @@
 Every step that leads to a transaction is written (and synced) *before* the transaction is
 sent: a node killed at any point restarts from the last written step, checks the chain for the
 effect of a transaction it may have sent, and never sends it twice.
+
+A database belongs to one chain (`ChainIdentity`: chain id, the market and registry addresses,
+the first block's hash), recorded when it is made. Job and game ids count from 1 on every
+deployment, so the records of another chain (a devnet restarted with the same chain id and
+the same contract addresses) would make the node skip the new chain's jobs as done: a
+database of another chain, or one from before identities were recorded that holds anything,
+is moved aside (`moved_aside`, for the node to log) and a fresh one started.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from verinet.protocol.types import Mode
-from verinet.types import Hash32, JobId, ModelId
+from verinet.types import Address, Hash32, JobId, ModelId
+
+if TYPE_CHECKING:
+    from verinet.chain.deploy import Deployment
 
 SCHEMA_VERSION = 3  # 2: handed_at; 3: the trace commitment, claim_tx, games
 
@@ -97,6 +108,29 @@ class JobRecord:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class ChainIdentity:
+    """Which chain and deployment a node's records belong to."""
+
+    chain_id: int
+    market: Address
+    registry: Address
+    genesis: str  # the first block's hash, 0x-hex
+
+    @classmethod
+    def of(cls, deployment: Deployment) -> ChainIdentity:
+        chain = deployment.chain
+        return cls(
+            chain_id=chain.chain_id,
+            market=Address(deployment.market.address.lower()),
+            registry=Address(deployment.nodes.address.lower()),
+            genesis="0x" + chain.genesis_hash().hex(),
+        )
+
+    def to_text(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
 _COLUMNS = [f.name for f in fields(JobRecord)]
 _FINAL = frozenset({Stage.DONE, Stage.LOST, Stage.FAILED, Stage.WATCHED})
 _ADDED_COLUMNS = {  # by schema version
@@ -111,39 +145,72 @@ _ADDED_COLUMNS = {  # by schema version
 
 
 class JobDB:
-    """Job records keyed by job id, plus the chain cursor. Safe to use from several threads."""
+    """Job records keyed by job id, plus the chain cursor. Safe to use from several threads.
 
-    def __init__(self, path: Path) -> None:
+    With `identity`, the database at `path` must be that chain's: one of another chain is
+    renamed to ``<stem>.<chain id>-<time>.replaced<suffix>`` (now `moved_aside`) first.
+    """
+
+    def __init__(self, path: Path, identity: ChainIdentity | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self.moved_aside: Path | None = None
+        self.replaced_identity: str | None = None  # what the moved database recorded
+        self._conn = self._open(path)
         self._lock = threading.Lock()
-        with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.execute(
-                """CREATE TABLE IF NOT EXISTS jobs (
-                    job_id INTEGER PRIMARY KEY, model_id INTEGER, mode INTEGER, k INTEGER,
-                    input_hash BLOB, stage TEXT, reveal_deadline INTEGER, input_cid TEXT,
-                    output_cid TEXT, output_hash BLOB, salt BLOB, signature BLOB, outcome TEXT,
-                    error TEXT, commit_tx TEXT, reveal_tx TEXT, receipt_tx TEXT,
-                    finalize_tx TEXT, updated_at REAL, handed_at INTEGER)"""
+        if identity is None:
+            return
+        recorded = self._meta("chain")
+        if recorded is not None and recorded == identity.to_text():
+            return
+        if recorded is not None or self._holds_anything():
+            self._conn.close()
+            self.moved_aside = _move_aside(path, recorded)
+            self.replaced_identity = recorded
+            self._conn = self._open(path)
+        self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('chain', ?)", (identity.to_text(),))
+
+    def _meta(self, key: str) -> str | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _holds_anything(self) -> bool:
+        return any(
+            self._conn.execute(query).fetchone() is not None
+            for query in (
+                "SELECT 1 FROM jobs LIMIT 1",
+                "SELECT 1 FROM games LIMIT 1",
+                "SELECT 1 FROM meta WHERE key = 'cursor'",
             )
-            self._conn.execute(
-                """CREATE TABLE IF NOT EXISTS games (
-                    game_id INTEGER PRIMARY KEY, job_id INTEGER, role TEXT, done INTEGER,
-                    voted INTEGER, outcome TEXT, note TEXT, updated_at REAL)"""
-            )
-            # Columns added since a database was made come last in it: add what is missing
-            # (inserts and selects name their columns, so the order does not matter).
-            have = {row[1] for row in self._conn.execute("PRAGMA table_info(jobs)")}
-            for name, kind in _ADDED_COLUMNS.items():
-                if name not in have:
-                    self._conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
-            self._conn.execute("CREATE INDEX IF NOT EXISTS jobs_stage ON jobs (stage)")
-            self._conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
-            self._conn.execute(
-                "INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
-            )
+        )
+
+    @staticmethod
+    def _open(path: Path) -> sqlite3.Connection:
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute(
+            """CREATE TABLE IF NOT EXISTS jobs (
+                job_id INTEGER PRIMARY KEY, model_id INTEGER, mode INTEGER, k INTEGER,
+                input_hash BLOB, stage TEXT, reveal_deadline INTEGER, input_cid TEXT,
+                output_cid TEXT, output_hash BLOB, salt BLOB, signature BLOB, outcome TEXT,
+                error TEXT, commit_tx TEXT, reveal_tx TEXT, receipt_tx TEXT,
+                finalize_tx TEXT, updated_at REAL, handed_at INTEGER)"""
+        )
+        conn.execute(
+            """CREATE TABLE IF NOT EXISTS games (
+                game_id INTEGER PRIMARY KEY, job_id INTEGER, role TEXT, done INTEGER,
+                voted INTEGER, outcome TEXT, note TEXT, updated_at REAL)"""
+        )
+        # Columns added since a database was made come last in it: add what is missing
+        # (inserts and selects name their columns, so the order does not matter).
+        have = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+        for name, kind in _ADDED_COLUMNS.items():
+            if name not in have:
+                conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
+        conn.execute("CREATE INDEX IF NOT EXISTS jobs_stage ON jobs (stage)")
+        conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        return conn
 
     def close(self) -> None:
         with self._lock:
@@ -266,6 +333,22 @@ class JobDB:
 
 
 _GAME_COLUMNS = "game_id, job_id, role, done, voted, outcome, note"
+
+
+def _move_aside(path: Path, recorded: str | None) -> Path:
+    """Rename the database at `path` (and its WAL files) out of the way; the new name."""
+    chain_id = "unknown" if recorded is None else str(json.loads(recorded)["chain_id"])
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    for n in range(1000):
+        target = path.with_name(f"{path.stem}.{chain_id}-{stamp}-{n}.replaced{path.suffix}")
+        if not target.exists():
+            break
+    for extra in ("-wal", "-shm"):  # none left after a clean close; a crash leaves them
+        side = path.with_name(path.name + extra)
+        if side.exists():
+            side.rename(target.with_name(target.name + extra))
+    path.rename(target)
+    return target
 
 
 @dataclass(frozen=True, slots=True)

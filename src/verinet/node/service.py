@@ -49,7 +49,7 @@ from verinet.hub.publish import load_manifest
 from verinet.hub.replicate import replicate_model
 from verinet.hub.store import DiskStore
 from verinet.node.config import NodeSettings
-from verinet.node.db import JobDB, JobRecord, Stage
+from verinet.node.db import ChainIdentity, JobDB, JobRecord, Stage
 from verinet.node.disputes import DisputeDesk, Run, watch_draw
 from verinet.node.expiry import ExpirySweep
 from verinet.node.metrics import NodeMetrics
@@ -102,7 +102,8 @@ class Node:
         data = settings.data_dir
         data.mkdir(parents=True, exist_ok=True)
         self.store = DiskStore(data / "blobs")
-        self.db = JobDB(data / "jobs.sqlite")
+        # Another chain's records (a devnet restarted afresh) are moved aside, not followed.
+        self.db = JobDB(data / "jobs.sqlite", ChainIdentity.of(deployment))
         self.pool = ModelPool(
             data / "blobs",
             isolation=settings.isolation,
@@ -114,6 +115,13 @@ class Node:
         self._run_counters: dict[tuple[str, str], Any] = {}
         self.models: dict[ModelId, ServedModel] = {}
         self.log = structlog.get_logger("verinet.node").bind(node=self.address[:10])
+        if self.db.moved_aside is not None:
+            self.log.warning(
+                "db.moved_aside",
+                reason="the database belongs to another chain or deployment",
+                to=str(self.db.moved_aside),
+                was=self.db.replaced_identity,
+            )
         self._lock = threading.RLock()
         self._job_locks: dict[JobId, threading.Lock] = {}
         self._last_claim = 0.0
