@@ -8,9 +8,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from eth_account.signers.local import LocalAccount
 
 from tests.helpers import stake_for_model
+from verinet.chain import Chain, dev_accounts
 from verinet.chain.deploy import Deployment, deploy_protocol
 from verinet.chain.embedded import EmbeddedChain
 from verinet.devnet.samples import SampleModel, publish_samples, sample_models
@@ -24,8 +26,8 @@ from verinet.types import Address, Hash32, JobId, ModelId
 
 
 @dataclass
-class Chain:
-    chain: EmbeddedChain
+class Deployed:
+    chain: Chain
     deployment: Deployment
     nodes: list[LocalAccount]
     client: LocalAccount
@@ -33,20 +35,24 @@ class Chain:
     model_id: ModelId
 
 
-def fresh_chain(hub: Path, start_time: int) -> Chain:
-    """A new embedded chain with the protocol deployed by the same accounts, in the same
-    order: the same chain id and contract addresses every time."""
-    chain = EmbeddedChain(accounts=9, start_time=start_time)
+def fresh_chain(hub: Path, start_time: int) -> Deployed:
+    """A new embedded chain with the protocol deployed (see `deploy`)."""
+    return deploy(EmbeddedChain(accounts=9, start_time=start_time), hub)
+
+
+def deploy(chain: Chain, hub: Path) -> Deployed:
+    """The protocol deployed by the same accounts, in the same order: the same contract
+    addresses on every new chain."""
     accounts = list(chain.accounts)
     deployer, owner, nodes, client = accounts[0], accounts[1], accounts[2:5], accounts[5]
     d = deploy_protocol(chain, deployer=deployer.address, treasury=accounts[8].address)
     model_id = publish_samples(d, DiskStore(hub), Address(owner.address))["mlp"].model_id
     stake_for_model(d, Address(deployer.address), nodes, client, model_id)
     sample = next(s for s in sample_models() if s.name == "mlp")
-    return Chain(chain, d, nodes, client, sample, model_id)
+    return Deployed(chain, d, nodes, client, sample, model_id)
 
 
-def start_nodes(on: Chain, tmp: Path) -> list[Node]:
+def start_nodes(on: Deployed, tmp: Path) -> list[Node]:
     nodes = []
     for index, account in enumerate(on.nodes):
         settings = NodeSettings(
@@ -60,7 +66,7 @@ def start_nodes(on: Chain, tmp: Path) -> list[Node]:
     return nodes
 
 
-def serve_one_quorum_job(on: Chain, nodes: list[Node]) -> JobId:
+def serve_one_quorum_job(on: Deployed, nodes: list[Node]) -> JobId:
     example = on.sample.example
     job_id, _ = on.deployment.market.request(
         on.model_id, group_hash(example), Mode.QUORUM, 3, sender=on.client.address
@@ -104,6 +110,26 @@ def test_a_node_on_a_fresh_chain_moves_the_old_records_aside_and_serves(tmp_path
     assert {n.record(JobId(1)).stage for n in again} == {Stage.DONE}
     for node in again:
         node.close()
+
+
+@pytest.mark.integration
+def test_nodes_moved_from_an_embedded_chain_to_anvil_serve_its_jobs(tmp_path: Path) -> None:
+    from verinet.chain.anvil import AnvilProcess
+    from verinet.chain.jsonrpc import JsonRpcChain
+
+    embedded = fresh_chain(tmp_path / "hub", start_time=int(time.time()))
+    nodes = start_nodes(embedded, tmp_path)
+    assert serve_one_quorum_job(embedded, nodes) == 1
+    for node in nodes:
+        node.close()
+    with AnvilProcess.start() as anvil:
+        on_anvil = deploy(JsonRpcChain(anvil.url, dev_accounts(9), dev=True), tmp_path / "hub")
+        assert on_anvil.deployment.addresses() == embedded.deployment.addresses()
+        nodes = start_nodes(on_anvil, tmp_path)
+        assert all(node.db.moved_aside is not None for node in nodes)
+        assert serve_one_quorum_job(on_anvil, nodes) == 1
+        for node in nodes:
+            node.close()
 
 
 def _record(job_id: int) -> JobRecord:
