@@ -11,7 +11,7 @@ import pytest
 from tests.helpers import addr, h
 from verinet.chain import EmbeddedChain, Token
 from verinet.chain.pinned import PinnedChain
-from verinet.devnet.audit import audit, audit_jobs
+from verinet.devnet.audit import at_one_block, audit, audit_jobs
 from verinet.devnet.bootstrap import MAX_UINT, TOKEN, Network
 from verinet.devnet.jobs import run_quorum, run_signed
 from verinet.errors import ConfigError, StateNotKept
@@ -81,6 +81,16 @@ def test_the_audit_holds_while_jobs_settle_beside_it(any_net: Network) -> None:
         settler.join(timeout=120)
     assert not settler.is_alive()
     assert not failures, failures
+
+
+def test_checks_run_together_read_the_same_block(any_net: Network) -> None:
+    d = any_net.deployment
+    run_signed(any_net, any_net.clients[0], h("in"), h("out"))
+    pinned, books, jobs = at_one_block(
+        d, lambda view: (view.chain.block_number(), audit(view), audit_jobs(view))
+    )
+    assert books["block"] == pinned  # not one more block back
+    assert jobs == {"PAID": 1}
 
 
 def _no_show_first(seat: int) -> Hash32 | None:

@@ -27,7 +27,7 @@ _TRIES = 8
 
 def at_one_block(deployment: Deployment, read: Callable[[Deployment], _T]) -> _T:
     """`read(view)`, `view` being `deployment` as it stood after one block: every view call
-    through it names that block.
+    through it names that block. Checks run inside `read` on `view` read that block too.
 
     Which block: an in-process embedded chain is held (its lock) and read at its latest, the
     only state it keeps. A JSON-RPC node is read one block before its latest: anvil answers
@@ -37,8 +37,9 @@ def at_one_block(deployment: Deployment, read: Callable[[Deployment], _T]) -> _T
     over JSON-RPC) refuses that and is read at its latest, again if a block lands meanwhile.
     """
     chain = deployment.chain
-    embedded = isinstance(chain, EmbeddedChain)
-    only_latest = embedded
+    if isinstance(chain, PinnedChain):  # already one block's: checks run together agree
+        return read(deployment)
+    only_latest = isinstance(chain, EmbeddedChain)
     for attempt in range(_TRIES):
         with chain.lock if isinstance(chain, EmbeddedChain) else contextlib.nullcontext():
             latest = chain.block_number()
