@@ -48,12 +48,12 @@ def _pack_tensors(parts: list[bytes | memoryview], tensors: Mapping[str, Array])
     for name, array in tensors.items():
         if array.dtype.hasobject:
             return False
-        contiguous = np.ascontiguousarray(array)
+        contiguous = np.ascontiguousarray(array)  # 0-d comes back 1-d: the shape is array's
         label, dtype = name.encode(), contiguous.dtype.str.encode()
         parts.append(
             struct.pack(
-                f"<H{len(label)}sB{len(dtype)}sB{contiguous.ndim}q",
-                len(label), label, len(dtype), dtype, contiguous.ndim, *contiguous.shape,
+                f"<H{len(label)}sB{len(dtype)}sB{array.ndim}q",
+                len(label), label, len(dtype), dtype, array.ndim, *array.shape,
             )
         )  # fmt: skip
         parts.append(_LEN.pack(contiguous.nbytes))
