@@ -112,3 +112,33 @@ def test_a_job_whose_input_traps_is_refused_and_the_next_job_is_paid(served: Ser
     assert node.record(fine_job).stage in (Stage.SUBMITTED, Stage.DONE)
     assert market.job(fine_job).state in (JobState.PAID, JobState.SUBMITTED)
     assert market.job(trap_job).state == JobState.OPEN  # no receipt for a run that failed
+
+
+def test_a_model_that_kills_its_worker_loading_is_not_served_and_the_rest_are(
+    tmp_path: Path,
+) -> None:
+    from tests.node.test_native_crashes import _attention
+
+    chain = EmbeddedChain(accounts=6)
+    deployer, owner, operator, client = chain.accounts[:4]
+    d = deploy_protocol(chain, deployer=deployer.address, treasury=chain.accounts[5].address)
+    store = DiskStore(tmp_path / "node" / "blobs")
+    ids = []
+    for name, model in (("load-crash", _attention(2, 0)), ("divider", divider())):
+        manifest = draft_manifest(model, name=name, fee=10, license="MIT")
+        published = publish(model, manifest, store=store, registry=d.models, sender=owner.address)
+        ids.append(published.model_id)
+    bad, good = ids
+    stake_for_model(d, Address(deployer.address), [operator], client, bad)
+    d.nodes.set_serving([good], True, sender=operator.address)
+    node = Node(NodeSettings(data_dir=tmp_path / "node", withdraw_interval=1e9), operator, d)
+    try:
+        assert node.sync_models() == [good]  # onnxruntime dies opening the other one
+        assert bad not in node.models
+        answer = node.execute(good, FINE)
+        assert answer["outputs"]["y"].tolist() == [LOWEST // 2, 2]
+        workers = {w.process.pid for w in node.pool._workers}
+        assert node.sync_models() == []  # no second try on the next sync
+        assert {w.process.pid for w in node.pool._workers} == workers
+    finally:
+        node.close()

@@ -29,6 +29,7 @@ from verinet.errors import (
     BlobNotFound,
     ContractRevert,
     DeadlinePassed,
+    ExecutionFailed,
     InputHashMismatch,
     InputSealed,
     InvalidInput,
@@ -114,6 +115,7 @@ class Node:
         self.metrics = metrics or NodeMetrics()
         self._run_counters: dict[tuple[str, str], Any] = {}
         self.models: dict[ModelId, ServedModel] = {}
+        self._unloadable: set[str] = set()  # manifests whose model failed to load
         self.log = structlog.get_logger("verinet.node").bind(node=self.address[:10])
         if self.db.moved_aside is not None:
             self.log.warning(
@@ -164,6 +166,8 @@ class Node:
                 continue
             info = self.deployment.models.model(model_id)
             manifest_cid = cids.from_bytes(info.manifest_cid)
+            if manifest_cid in self._unloadable:
+                continue
             if not self.store.has(manifest_cid) or not self.store.has(
                 load_manifest(self.store, manifest_cid).model
             ):
@@ -177,7 +181,14 @@ class Node:
             manifest = load_manifest(self.store, manifest_cid)
             if Mode.ZK in manifest.mode_bits:
                 self.prover.circuit(manifest)  # zk: its circuit and keys, before any job
-            self.pool.warm(manifest_cid)
+            try:
+                self.pool.warm(manifest_cid)
+            except ExecutionFailed as exc:
+                # onnxruntime refuses it, or dies building its session: serving it would
+                # fail every request. The other models are served; the owner hears why.
+                self.log.error("model.unloadable", model_id=model_id, error=str(exc))
+                self._unloadable.add(manifest_cid)
+                continue
             self.models[model_id] = ServedModel(model_id, manifest_cid, manifest)
             added.append(model_id)
             self.log.info("serving model", model_id=model_id, name=manifest.name)
