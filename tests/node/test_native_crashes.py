@@ -281,11 +281,6 @@ def test_a_model_that_crashes_loading_fails_its_request_alone(
         pool.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ModelPool.warm records a model before loading it; when the load kills the "
-    "worker, every later worker loads it first and dies, for every model",
-)
 def test_warming_a_model_that_crashes_loading_leaves_the_pool_serving(
     poisoned: tuple[Path, Cid, Cid],
 ) -> None:

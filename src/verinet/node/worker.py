@@ -316,19 +316,26 @@ class ModelPool:
             self._local.load(manifest_cid)
             return
         with self._lock:
-            if manifest_cid not in self._loaded:
+            added = manifest_cid not in self._loaded
+            if added:
                 self._loaded.append(manifest_cid)
             existing = list(self._workers)
         load = _channel.call_request("load", manifest_cid)
-        for worker in existing:  # started before this model was known
-            if self._take(worker) is worker:
-                self._finish(worker, self._exchange(worker, load))
-        while True:
-            with self._lock:
-                if self._closed or len(self._workers) + self._starting >= self._size:
-                    return
-                self._starting += 1
-            self._release(self._start())
+        try:
+            for worker in existing:  # started before this model was known
+                if self._take(worker) is worker:
+                    self._finish(worker, self._exchange(worker, load))
+            while True:
+                with self._lock:
+                    if self._closed or len(self._workers) + self._starting >= self._size:
+                        return
+                    self._starting += 1
+                self._release(self._start())
+        except BaseException:
+            if added:  # else every worker started from now on would fail to load it
+                with self._lock, contextlib.suppress(ValueError):
+                    self._loaded.remove(manifest_cid)
+            raise
 
     def run_validated(self, manifest_cid: str, feeds: Mapping[str, Array]) -> dict[str, Array]:
         """The model's outputs for inputs `validate_inputs` accepted against its manifest
@@ -433,6 +440,7 @@ class ModelPool:
             while True:
                 if self._closed:
                     raise ExecutionFailed("the node is shutting down")
+                self._drop_orphans()
                 if only is not None and only not in self._workers:
                     return None
                 free = [w for w in ([only] if only else self._workers) if not w.taken]
@@ -496,6 +504,7 @@ class ModelPool:
     def _pump(self, loop: asyncio.AbstractEventLoop) -> None:
         """Send pending calls to workers that accept them (under the lock); start a worker
         when none does and the pool has room."""
+        self._drop_orphans()
         while self._pending:
             call = self._pending[0]
             if call.abandoned:
@@ -550,6 +559,8 @@ class ModelPool:
                     self._changed.notify_all()  # a thread waits for it, or close() does
                 elif self._pending and (loop := self._pending_loop) and loop is worker.loop:
                     self._pump(loop)
+                elif not worker.inflight:
+                    self._wake()  # the waiting calls are another loop's: it may have it now
         for call, frame in done:
             _resolve(call, frame)
         if not alive:
@@ -618,6 +629,7 @@ class ModelPool:
             with self._lock:
                 self._starting -= 1
                 self._changed.notify_all()
+                self._wake()  # calls that waited on this start: another one, or their failure
             if isinstance(exc, ExecutionFailed):
                 raise
             raise ExecutionFailed(f"could not start a model worker: {exc!r}") from exc
@@ -636,12 +648,17 @@ class ModelPool:
             worker.taken = worker.claimed = False
             if not self._closed:
                 self._changed.notify_all()
-                loop = self._pending_loop
-                if self._pending and loop is not None and not loop.is_closed():
-                    loop.call_soon_threadsafe(self._pump_locked, loop)
+                self._wake()
                 return
             self._workers.remove(worker)
         worker.stop()
+
+    def _wake(self) -> None:
+        """Have the loop of the calls waiting for a worker send them (under the lock): a
+        worker is free, or the pool has room for one."""
+        loop = self._pending_loop
+        if self._pending and loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._pump_locked, loop)
 
     def _pump_locked(self, loop: asyncio.AbstractEventLoop) -> None:
         with self._lock:
@@ -653,7 +670,21 @@ class ModelPool:
             if worker in self._workers:
                 self._workers.remove(worker)
             self._changed.notify_all()
+            self._wake()
         worker.kill()
+
+    def _drop_orphans(self) -> None:
+        """Kill the workers (under the lock) whose calls in flight are read by an event loop
+        since closed: nobody will take their answers, so they would never drain. Calls of
+        a live loop among them are sent again."""
+        for worker in [w for w in self._workers if w.inflight and w.loop and w.loop.is_closed()]:
+            self._workers.remove(worker)
+            live = [c for c in worker.inflight if not c.future.get_loop().is_closed()]
+            worker.inflight.clear()
+            _unread(worker)
+            worker.kill()  # SIGKILL: its join is short
+            self._pending.extendleft(reversed(live))
+            self._wake()
 
 
 def _unread(worker: _Worker) -> asyncio.AbstractEventLoop | None:
