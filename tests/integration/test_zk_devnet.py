@@ -107,7 +107,9 @@ def test_a_node_refuses_inputs_the_job_did_not_commit_to(
     model_id = devnet.models[ZK_SAMPLE]
     other = {"x": (mlp.example["x"] + 0.5).astype(np.float32)}
     with Client(devnet.deployment, devnet.clients[1]) as client:
+        from verinet.client._escrow import Delivery
         from verinet.runtime.tensors import group_hash
+        from verinet.runtime.wire import group_to_json
         from verinet.verification.zk import input_instances
 
         manifest = client.manifest(model_id)
@@ -122,7 +124,8 @@ def test_a_node_refuses_inputs_the_job_did_not_commit_to(
             sender=client.address,
         )
         with pytest.raises(NodeRequestFailed, match=InputHashMismatch.__name__):
-            client._send_inputs(job_id, mlp.example, nodes, lambda _: None)
+            delivery = Delivery(group_to_json(mlp.example), tuple(nodes), ())
+            client._send_inputs(job_id, delivery, lambda _: None)
     assert devnet.deployment.market.job(job_id).state == JobState.OPEN
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVERS = {"plain", "plain_to_thread", "node_auto", "node_thread", "node_process"}
+SERVERS = {"plain", "plain_to_thread", "node", "node_thread"}
 
 
 @pytest.mark.integration
@@ -41,9 +41,8 @@ def test_bench_node_smoke(tmp_path: Path) -> None:
     assert all(us > 0 for us in breakdown["node_us"].values())
     assert set(breakdown["handler_total_us"]) == {
         "plain",
-        "node_auto",
+        "node",
         "node_thread",
-        "node_process",
     }
 
     e2e = results["e2e"]
@@ -53,8 +52,6 @@ def test_bench_node_smoke(tmp_path: Path) -> None:
     assert e2e["quorum/signed"] > 0
     assert {g["met"] for g in results["goals"].values()} <= {True, False}
     assert set(results["goals"]) == {
-        "http node_auto",
-        "http node_process",
-        "http node_thread",
+        "http node mlp",
         "e2e quorum(3)/signed",
     }
