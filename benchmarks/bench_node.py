@@ -328,9 +328,11 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_servers(root: Path, samples: dict[str, Any]) -> Iterator[dict[str, Server]]:
-    """Every server of `SERVERS`, started in parallel, each in ``root/<key>``; the models'
-    files, manifests and session settings in ``root/models.json``."""
+def running_servers(
+    root: Path, samples: dict[str, Any], keys: Sequence[str] = tuple(SERVERS)
+) -> Iterator[dict[str, Server]]:
+    """The servers `keys` of `SERVERS`, started in parallel, each in ``root/<key>``; the
+    models' files, manifests and session settings in ``root/models.json``."""
     root.mkdir(parents=True, exist_ok=True)
     config = {}
     for name, sample in samples.items():
@@ -347,7 +349,7 @@ def running_servers(root: Path, samples: dict[str, Any]) -> Iterator[dict[str, S
     (root / "models.json").write_text(json.dumps(config))
     servers: dict[str, Server] = {}
     try:
-        for key in SERVERS:
+        for key in keys:
             servers[key] = Server(key, root / key)
         deadline = time.monotonic() + START_DEADLINE
         for server in servers.values():
@@ -788,7 +790,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-node-") as tmp:
         root = Path(tmp)
         if args.part in ("http", "all"):
-            with running_servers(root / "servers", samples) as servers:
+            with running_servers(root / "servers", samples, args.servers) as servers:
                 http = measure_http(
                     servers, samples, args.levels, args.rounds, args.requests, args.warmup
                 )
@@ -796,7 +798,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             breakdown = node_breakdown(root / "breakdown", samples[GOAL_MODEL], reps)
             results["http"] = {"models": http, "breakdown": {GOAL_MODEL: breakdown}}
             for name, goal in HTTP_GOALS.items():
-                if name not in http:
+                if name not in http or "node/plain" not in http[name]["ratios"]:
                     continue
                 worst = min(http[name]["ratios"]["node/plain"].values())
                 results["goals"][f"http node {name}"] = {
@@ -915,6 +917,12 @@ def main(argv: list[str] | None = None) -> int:
         default=LEVELS,
         help="concurrent clients, comma-separated (default 1,8,32)",
     )
+    parser.add_argument(
+        "--servers",
+        type=lambda s: s.split(","),
+        default=list(SERVERS),
+        help="servers to measure, comma-separated (default: all; plain is the baseline)",
+    )
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
     parser.add_argument("--requests", type=int, default=600, help="timed requests a cell a round")
     parser.add_argument("--warmup", type=int, default=50, help="untimed requests before each")
@@ -924,6 +932,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.servers[0] != "plain" or not set(args.servers) <= set(SERVERS):
+        parser.error(f"--servers: plain first, then any of {', '.join(SERVERS)}")
     if args.serve:
         return serve_main(args.serve, args.data_dir)
     if args.quick:

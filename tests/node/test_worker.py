@@ -16,12 +16,14 @@ import pytest
 from onnx import TensorProto, helper
 
 from verinet.devnet.samples import SampleModel, sample_models
-from verinet.errors import ExecutionFailed
+from verinet.errors import ExecutionFailed, InvalidInput
 from verinet.hub.publish import draft_manifest, store_model
 from verinet.hub.safety import memory_bound
 from verinet.hub.store import DiskStore
+from verinet.node._channel import Hashed
 from verinet.node.worker import ModelPool
 from verinet.runtime.executor import OnnxExecutor
+from verinet.runtime.tensors import group_hash
 from verinet.types import Cid
 
 MiB = 1 << 20
@@ -213,3 +215,26 @@ def test_a_model_that_traps_fails_only_its_request(
         assert first not in {w.process.pid for w in pool._workers}
     finally:
         pool.close()
+
+
+def test_a_direct_call_is_validated_run_and_hashed_in_the_worker(
+    pool: ModelPool, stored: tuple[Path, Cid], mlp: SampleModel
+) -> None:
+    cid = stored[1]
+    feeds = _inputs(mlp, 1.5)
+    want = _expected(mlp, feeds)
+
+    async def calls() -> list[Hashed]:
+        # lone calls keep the worker awake between them; the answers are the same
+        return [await pool.adirect(cid, feeds, lone=lone) for lone in (False, True, True)]
+
+    for run in asyncio.run(calls()):
+        assert all(np.array_equal(run.outputs[k], want[k]) for k in want)
+        assert run.input_hash == group_hash(feeds)
+        assert run.output_hash == group_hash([(s.name, want[s.name]) for s in mlp.manifest.outputs])
+    (name, example), *_ = mlp.example.items()
+    wrong = {name: example.astype(np.float64)}
+    with pytest.raises(InvalidInput):  # checked against the manifest in the worker
+        asyncio.run(pool.adirect(cid, wrong))
+    got = asyncio.run(pool.adirect(cid, feeds))  # the same worker serves on
+    assert got.input_hash == group_hash(feeds)

@@ -17,7 +17,7 @@ import struct
 import time
 from collections import deque
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -26,9 +26,13 @@ from verinet.runtime.tensors import Array
 
 _HEAD = struct.Struct("<IB")  # payload length, kind
 _LEN = struct.Struct("<Q")
-PICKLED, RUN, TENSORS, FAILED = 0, 1, 2, 3
+PICKLED, RUN, TENSORS, FAILED, DIRECT, HASHED = 0, 1, 2, 3, 4, 5
 """Frame kinds: a pickled ``(method, args)`` call or answer; a run request (CID + tensors);
-a run's outputs (tensors); a pickled exception."""
+a run's outputs (tensors); a pickled exception; a direct run request (CID + tensors not yet
+validated); its answer (input hash, output hash, outputs)."""
+AWAKE = 0x40
+"""A flag on a request's kind: the node's calls come one at a time, so the worker watches its
+socket for the next one a moment after answering instead of going to sleep."""
 _PICKLE = pickle.HIGHEST_PROTOCOL
 _READ = 64 * 1024  # under malloc's mmap threshold: a read costs no page faults
 
@@ -85,13 +89,17 @@ def _unpack_tensors(view: memoryview, offset: int) -> tuple[dict[str, Array], in
     return tensors, offset
 
 
-def run_request(manifest_cid: str, feeds: Mapping[str, Array]) -> bytes:
-    """The frame of a model run (the worker's ``run(manifest_cid, feeds)``)."""
+def run_request(
+    manifest_cid: str, feeds: Mapping[str, Array], *, direct: bool = False, awake: bool = False
+) -> bytes:
+    """The frame of a model run: the worker's ``run(manifest_cid, feeds)``, or with `direct`
+    its ``direct(manifest_cid, inputs)``; `awake` asks the worker to stay awake for the next
+    one."""
     cid = manifest_cid.encode()
     parts: list[bytes | memoryview] = [struct.pack("<H", len(cid)), cid]
     if _pack_tensors(parts, feeds):
-        return _frame(RUN, parts)
-    return call_request("run", manifest_cid, dict(feeds))
+        return _frame((DIRECT if direct else RUN) | (AWAKE if awake else 0), parts)
+    return call_request("direct" if direct else "run", manifest_cid, dict(feeds))
 
 
 def call_request(method: str, *args: Any) -> bytes:
@@ -101,19 +109,31 @@ def call_request(method: str, *args: Any) -> bytes:
 
 def parse_request(kind: int, payload: memoryview) -> tuple[str, tuple[Any, ...]]:
     """The ``(method, args)`` of a request frame (in the worker)."""
-    if kind == RUN:
+    if kind & ~AWAKE in (RUN, DIRECT):
         (size,) = struct.unpack_from("<H", payload, 0)
         cid = bytes(payload[2 : 2 + size]).decode()
         feeds, _ = _unpack_tensors(payload, 2 + size)
-        return "run", (cid, feeds)
+        return "run" if kind & ~AWAKE == RUN else "direct", (cid, feeds)
     method, args = pickle.loads(payload)
     return method, args
 
 
+class Hashed(NamedTuple):
+    """A direct run's answer: its validated inputs' hash, its outputs' hash, its outputs."""
+
+    input_hash: bytes
+    output_hash: bytes
+    outputs: dict[str, Array]
+
+
 def answer(value: Any) -> bytes:
     """The frame of a call's result (in the worker): tensors for a run, else pickled."""
-    if isinstance(value, dict) and all(isinstance(v, np.ndarray) for v in value.values()):
-        parts: list[bytes | memoryview] = []
+    if isinstance(value, Hashed) and len(value.input_hash) == len(value.output_hash) == 32:
+        parts: list[bytes | memoryview] = [value.input_hash, value.output_hash]
+        if _pack_tensors(parts, value.outputs):
+            return _frame(HASHED, parts)
+    elif isinstance(value, dict) and all(isinstance(v, np.ndarray) for v in value.values()):
+        parts = []
         if _pack_tensors(parts, value):
             return _frame(TENSORS, parts)
     return _frame(PICKLED, [pickle.dumps(value, _PICKLE)])
@@ -135,6 +155,9 @@ def result(kind: int, payload: memoryview) -> Any:
         if kind == TENSORS:
             tensors, _ = _unpack_tensors(payload, 0)
             return tensors
+        if kind == HASHED:
+            tensors, _ = _unpack_tensors(payload, 64)
+            return Hashed(bytes(payload[:32]), bytes(payload[32:64]), tensors)
         value = pickle.loads(payload)
     except ChannelError:
         raise

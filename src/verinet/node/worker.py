@@ -39,6 +39,7 @@ import contextlib
 import multiprocessing
 import multiprocessing.connection
 import os
+import select
 import signal
 import threading
 import time
@@ -52,6 +53,7 @@ from verinet.hub.files import get_file
 from verinet.hub.publish import load_manifest
 from verinet.hub.store import DiskStore
 from verinet.node import _channel
+from verinet.node._channel import Hashed
 from verinet.node.config import Isolation
 from verinet.runtime.executor import OnnxExecutor
 from verinet.runtime.tensors import Array
@@ -77,6 +79,16 @@ PIPELINE_BYTES = 96 * 1024
 """At most this many calls, and bytes of requests, in flight on one worker's socket: its
 buffer holds them all, so the event loop's write never waits for a busy worker. A request
 larger than this goes alone, written from a thread."""
+WORKER_SPIN = 0.001
+NODE_SPIN = 0.0005
+LOOK_EVERY = 8
+"""For a `lone` call (the node serves one request at a time: one client), the worker stays
+awake for `WORKER_SPIN` after answering, and the loop waits up to `NODE_SPIN` on the socket
+for the answer. Waking a sleeping process costs tens of µs on a 2-vCPU virtual machine,
+twice a call: more than a small model's run. Under concurrency nobody spins: calls pipeline
+instead, and a spinning process would take a CPU the others need. One lone call in
+`LOOK_EVERY` does not spin on the loop, so that requests that came meanwhile get served and
+show the caller it is no longer alone."""
 CHECK_EVERY = 1.0
 """Seconds between checks of a busy worker's oldest call against the deadline."""
 
@@ -116,6 +128,14 @@ class _Models:
 
     def run(self, manifest_cid: str, feeds: Mapping[str, Array]) -> dict[str, Array]:
         return self.get(manifest_cid).run_validated(feeds)
+
+    def direct(self, manifest_cid: str, inputs: Mapping[str, Array]) -> Hashed:
+        """Validate `inputs` against the manifest, run, and hash both sides: the work of a
+        direct call, done here rather than on the node's event loop."""
+        executor = self.get(manifest_cid)
+        feeds = executor.validate(inputs)
+        outputs = executor.run_validated(feeds)
+        return Hashed(executor.input_hash(feeds), executor.output_hash(outputs), outputs)
 
     def trace_step(
         self, manifest_cid: str, inputs: Mapping[str, Array], index: int
@@ -175,6 +195,8 @@ def _serve(conn: multiprocessing.connection.Connection, store_root: str, timeout
         resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
     models = _Models(store_root, timeout)
     reader = _channel.FrameReader(conn.fileno())
+    ready = select.poll()
+    ready.register(reader.fd, select.POLLIN)
     while True:
         try:
             frame = reader.next(None)
@@ -189,9 +211,15 @@ def _serve(conn: multiprocessing.connection.Connection, store_root: str, timeout
         except Exception as exc:  # every failure goes back to the node, typed
             reply = _channel.failure(exc)
         try:
+            # Each answer goes at once, never held back for the next: a later request of
+            # the batch may crash this worker, and must not take earlier answers with it.
             _channel.send(reader.fd, reply)
         except OSError:
             os._exit(0)
+        if frame[0] & _channel.AWAKE and not reader.parsed:
+            until = time.monotonic() + WORKER_SPIN
+            while time.monotonic() < until and not ready.poll(0):
+                os.sched_yield()  # a process that needs this CPU gets it
 
 
 Frame = tuple[int, memoryview]
@@ -224,8 +252,11 @@ class _Worker:
         child.close()  # the worker holds the only other end: its EOF is the node's exit
         self.fd = self.conn.fileno()
         self.reader = _channel.FrameReader(self.fd)
+        self.ready = select.poll()
+        self.ready.register(self.fd, select.POLLIN)
         self.inflight: deque[_Call] = deque()
         self.queued = 0  # request bytes in flight
+        self.outbox: list[bytes] = []  # requests in flight not yet written
         self.head_since = 0.0  # when the oldest call in flight reached the worker's turn
         self.loop: asyncio.AbstractEventLoop | None = None  # whose reader reads the answers
         self.timer: asyncio.TimerHandle | None = None  # the overrun check while busy
@@ -304,6 +335,7 @@ class ModelPool:
         self._pending_loop: asyncio.AbstractEventLoop | None = None
         self._starting = 0
         self._started = 0
+        self._lone_calls = 0  # lone calls in a row
         self._loaded: list[str] = []  # what every new worker loads before its first call
         self._closed = False
 
@@ -353,10 +385,25 @@ class ModelPool:
             if sum(a.nbytes for a in feeds.values()) > ON_LOOP_BYTES:
                 return await asyncio.to_thread(self._local.run, manifest_cid, feeds)
             return self._local.run(manifest_cid, feeds)
-        request = _channel.run_request(manifest_cid, feeds)
+        return await self._acall(_channel.run_request(manifest_cid, feeds))  # type: ignore[no-any-return]
+
+    async def adirect(
+        self, manifest_cid: str, inputs: Mapping[str, Array], *, lone: bool = False
+    ) -> Hashed:
+        """A direct call's whole work in the worker: validate `inputs` against the manifest
+        (`InvalidInput`), run, and hash inputs and outputs. `lone`: the caller knows that no
+        other request is being served (see `NODE_SPIN`)."""
+        if self._local is not None:
+            if sum(a.nbytes for a in inputs.values()) > ON_LOOP_BYTES:
+                return await asyncio.to_thread(self._local.direct, manifest_cid, inputs)
+            return self._local.direct(manifest_cid, inputs)
+        request = _channel.run_request(manifest_cid, inputs, direct=True, awake=lone)
+        return await self._acall(request, lone=lone)  # type: ignore[no-any-return]
+
+    async def _acall(self, request: bytes, *, lone: bool = False) -> Any:
+        """One call from a coroutine: pipelined, or alone from a thread if it is big."""
         if len(request) > PIPELINE_BYTES:  # too big to pipeline: a thread sends it alone
-            outputs = await asyncio.to_thread(self._submit, request)
-            return outputs  # type: ignore[no-any-return]
+            return await asyncio.to_thread(self._submit, request)
         loop = asyncio.get_running_loop()
         call = _Call(loop.create_future(), request)
         with self._lock:
@@ -365,6 +412,10 @@ class ModelPool:
             self._pending.append(call)
             self._pending_loop = loop
             self._pump(loop)
+            sent = [w for w in self._workers if w.inflight and w.inflight[0] is call]
+        self._lone_calls = self._lone_calls + 1 if lone else 0
+        if sent and self._lone_calls % LOOK_EVERY:
+            self._spin(sent[0], call)
         try:
             frame = await call.future
         except asyncio.CancelledError:
@@ -372,7 +423,7 @@ class ModelPool:
             with self._lock, contextlib.suppress(ValueError):
                 self._pending.remove(call)
             raise
-        return self._result(frame)  # type: ignore[no-any-return]
+        return self._result(frame)
 
     def trace_step(
         self, manifest_cid: str, inputs: Mapping[str, Array], index: int
@@ -531,10 +582,30 @@ class ModelPool:
                 worker.timer = loop.call_later(CHECK_EVERY, self._check, worker)
         worker.inflight.append(call)
         worker.queued += len(call.request)
+        worker.outbox.append(call.request)
+        if len(worker.inflight) == 1:
+            self._flush(worker)  # an idle worker: now
+        elif len(worker.outbox) == 1:
+            # A busy one: with the calls the loop sends before it next polls, in one write
+            # (each write that wakes the worker costs tens of µs; this is one wake a burst).
+            loop.call_soon(self._flush_locked, worker)
+
+    def _flush(self, worker: _Worker) -> None:
+        """Write `worker`'s waiting requests (under the lock); never blocks: PIPELINE_BYTES
+        fit the socket's buffer."""
+        if not worker.outbox or worker not in self._workers:
+            return
+        data = b"".join(worker.outbox)
+        worker.outbox.clear()
         try:
-            _channel.send(worker.fd, call.request)  # never blocks: PIPELINE_BYTES fit
+            _channel.send(worker.fd, data)
         except OSError:
-            loop.call_soon(self._lost, worker, _DIED)
+            if worker.loop is not None:
+                worker.loop.call_soon(self._lost, worker, _DIED)
+
+    def _flush_locked(self, worker: _Worker) -> None:
+        with self._lock:
+            self._flush(worker)
 
     def _on_readable(self, worker: _Worker) -> None:
         """Answers are ready on `worker`'s socket: hand each to its call, in order."""
@@ -565,6 +636,14 @@ class ModelPool:
             _resolve(call, frame)
         if not alive:
             self._lost(worker, _DIED)
+
+    def _spin(self, worker: _Worker, call: _Call) -> None:
+        """Wait up to `NODE_SPIN` on `worker`'s socket for `call`'s answer, on the loop (a
+        lone client's call: the loop has nothing else to do)."""
+        until = time.monotonic() + NODE_SPIN
+        while not call.future.done() and time.monotonic() < until:
+            if worker.ready.poll(0):
+                self._on_readable(worker)
 
     def _check(self, worker: _Worker) -> None:
         """While `worker` is busy, once a `CHECK_EVERY`: a call past its deadline (the worker
