@@ -80,15 +80,16 @@ PIPELINE_BYTES = 96 * 1024
 buffer holds them all, so the event loop's write never waits for a busy worker. A request
 larger than this goes alone, written from a thread."""
 WORKER_SPIN = 0.001
-NODE_SPIN = 0.0005
+NODE_SPIN = (0.0005, 0.002)
 LOOK_EVERY = 8
 """For a `lone` call (the node serves one request at a time: one client), the worker stays
-awake for `WORKER_SPIN` after answering, and the loop waits up to `NODE_SPIN` on the socket
-for the answer. Waking a sleeping process costs tens of µs on a 2-vCPU virtual machine,
-twice a call: more than a small model's run. Under concurrency nobody spins: calls pipeline
-instead, and a spinning process would take a CPU the others need. One lone call in
-`LOOK_EVERY` does not spin on the loop, so that requests that came meanwhile get served and
-show the caller it is no longer alone."""
+awake for `WORKER_SPIN` seconds after answering, and the loop waits on the socket for the
+answer: 1.5 times the last lone call's round trip, within `NODE_SPIN`'s bounds (seconds).
+Waking a sleeping process costs tens of µs on a 2-vCPU virtual machine, twice a call: more
+than a small model's run. Under concurrency nobody spins: calls pipeline instead, and a
+spinning process would take a CPU the others need. One lone call in `LOOK_EVERY` does not
+spin on the loop, so that requests that came meanwhile get served and show the caller it
+is no longer alone."""
 CHECK_EVERY = 1.0
 """Seconds between checks of a busy worker's oldest call against the deadline."""
 
@@ -336,6 +337,7 @@ class ModelPool:
         self._starting = 0
         self._started = 0
         self._lone_calls = 0  # lone calls in a row
+        self._lone_rtt = 0.0  # the last lone call's round trip, seconds
         self._loaded: list[str] = []  # what every new worker loads before its first call
         self._closed = False
 
@@ -414,8 +416,10 @@ class ModelPool:
             self._pump(loop)
             sent = [w for w in self._workers if w.inflight and w.inflight[0] is call]
         self._lone_calls = self._lone_calls + 1 if lone else 0
+        started = time.monotonic()
         if sent and self._lone_calls % LOOK_EVERY:
-            self._spin(sent[0], call)
+            low, high = NODE_SPIN
+            self._spin(sent[0], call, started + min(high, max(low, 1.5 * self._lone_rtt)))
         try:
             frame = await call.future
         except asyncio.CancelledError:
@@ -423,6 +427,8 @@ class ModelPool:
             with self._lock, contextlib.suppress(ValueError):
                 self._pending.remove(call)
             raise
+        if lone:
+            self._lone_rtt = time.monotonic() - started
         return self._result(frame)
 
     def trace_step(
@@ -637,10 +643,9 @@ class ModelPool:
         if not alive:
             self._lost(worker, _DIED)
 
-    def _spin(self, worker: _Worker, call: _Call) -> None:
-        """Wait up to `NODE_SPIN` on `worker`'s socket for `call`'s answer, on the loop (a
-        lone client's call: the loop has nothing else to do)."""
-        until = time.monotonic() + NODE_SPIN
+    def _spin(self, worker: _Worker, call: _Call, until: float) -> None:
+        """Wait until `until` (`time.monotonic`) on `worker`'s socket for `call`'s answer, on
+        the loop (a lone client's call: the loop has nothing else to do)."""
         while not call.future.done() and time.monotonic() < until:
             if worker.ready.poll(0):
                 self._on_readable(worker)
