@@ -17,7 +17,8 @@ from eth_utils.crypto import keccak
 
 from verinet.chain.deploy import Deployment
 from verinet.devnet.bootstrap import MAX_UINT, TOKEN, Network, fund, stake_node
-from verinet.protocol.types import JobState
+from verinet.node.db import JobRecord, Stage
+from verinet.protocol.types import JobState, Mode
 from verinet.types import Address, Hash32, JobId, ModelId, Wei
 
 if TYPE_CHECKING:
@@ -188,3 +189,16 @@ def stake_for_model(
             stake=Wei(1_000 * TOKEN),
             models=[model_id],
         )
+
+
+def job_record(job_id: int, stage: Stage = Stage.AWAITING_INPUT) -> JobRecord:
+    """A quorum(3) job's record in a node's database, its input hash made from its id."""
+    return JobRecord(
+        job_id=JobId(job_id),
+        model_id=ModelId(1),
+        mode=Mode.QUORUM,
+        k=3,
+        input_hash=Hash32(bytes([job_id]) * 32),
+        stage=stage,
+        reveal_deadline=1_000,
+    )

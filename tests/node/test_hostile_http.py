@@ -20,12 +20,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from tests.helpers import stake_for_model
-from tests.node.test_node_jobs import World
+from tests.node.test_node_jobs import make_world
 from verinet._server import serve
-from verinet.chain.deploy import deploy_protocol
-from verinet.chain.embedded import EmbeddedChain
-from verinet.devnet.samples import publish_samples, sample_models
 from verinet.http_errors import Guard, install
 from verinet.hub.http import blob_app
 from verinet.hub.store import DiskStore
@@ -33,7 +29,6 @@ from verinet.node.api import node_app
 from verinet.protocol.receipts import HALF_N
 from verinet.protocol.types import Mode
 from verinet.runtime.wire import group_to_json
-from verinet.types import Address
 
 LIMIT = 64 * 1024
 HUGE = 2**256
@@ -47,19 +42,6 @@ class Live:
     job_id: int
     model_id: int
     good: dict[str, Any]
-
-
-def make_world(tmp: Path) -> World:
-    """A deployed protocol with the mlp published and three nodes staked to serve it."""
-    chain = EmbeddedChain(accounts=9)
-    accounts = list(chain.accounts)
-    deployer, owner, nodes, client = accounts[0], accounts[1], accounts[2:5], accounts[5]
-    d = deploy_protocol(chain, deployer=deployer.address, treasury=accounts[8].address)
-    published = publish_samples(d, DiskStore(tmp / "hub"), Address(owner.address))
-    model_id = published["mlp"].model_id
-    stake_for_model(d, Address(deployer.address), nodes, client, model_id)
-    sample = next(s for s in sample_models() if s.name == "mlp")
-    return World(chain, d, nodes, client, sample, model_id, tmp)
 
 
 @pytest.fixture(scope="module")

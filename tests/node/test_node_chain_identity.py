@@ -11,18 +11,18 @@ from pathlib import Path
 import pytest
 from eth_account.signers.local import LocalAccount
 
-from tests.helpers import stake_for_model
+from tests.helpers import job_record, stake_for_model
 from verinet.chain import Chain, dev_accounts
 from verinet.chain.deploy import Deployment, deploy_protocol
 from verinet.chain.embedded import EmbeddedChain
 from verinet.devnet.samples import SampleModel, publish_samples, sample_models
 from verinet.hub.store import DiskStore
 from verinet.node.config import NodeSettings
-from verinet.node.db import ChainIdentity, JobDB, JobRecord, Stage
+from verinet.node.db import ChainIdentity, JobDB, Stage
 from verinet.node.service import Node
 from verinet.protocol.types import JobState, Mode
 from verinet.runtime.tensors import group_hash
-from verinet.types import Address, Hash32, JobId, ModelId
+from verinet.types import Address, JobId, ModelId
 
 
 @dataclass
@@ -132,18 +132,6 @@ def test_nodes_moved_from_an_embedded_chain_to_anvil_serve_its_jobs(tmp_path: Pa
             node.close()
 
 
-def _record(job_id: int) -> JobRecord:
-    return JobRecord(
-        job_id=JobId(job_id),
-        model_id=ModelId(1),
-        mode=Mode.QUORUM,
-        k=3,
-        input_hash=Hash32(bytes([job_id]) * 32),
-        stage=Stage.DONE,
-        reveal_deadline=1_000,
-    )
-
-
 def _identity(chain_id: int = 31337, genesis: str = "0x01") -> ChainIdentity:
     market, registry = Address("0x" + "aa" * 20), Address("0x" + "bb" * 20)
     return ChainIdentity(chain_id, market, registry, genesis)
@@ -152,7 +140,7 @@ def _identity(chain_id: int = 31337, genesis: str = "0x01") -> ChainIdentity:
 def test_a_database_is_kept_for_its_own_chain_only(tmp_path: Path) -> None:
     path = tmp_path / "jobs.sqlite"
     db = JobDB(path, _identity())
-    assert db.moved_aside is None and db.insert(_record(1))
+    assert db.moved_aside is None and db.insert(job_record(1, Stage.DONE))
     db.close()
     db = JobDB(path, _identity())
     assert db.moved_aside is None and db.get(JobId(1)) is not None
@@ -161,7 +149,7 @@ def test_a_database_is_kept_for_its_own_chain_only(tmp_path: Path) -> None:
         db = JobDB(path, other)
         assert db.moved_aside is not None and db.moved_aside.exists()
         assert db.get(JobId(1)) is None
-        assert db.insert(_record(1))
+        assert db.insert(job_record(1, Stage.DONE))
         db.close()
     assert len(list(tmp_path.glob("jobs.*.replaced.sqlite"))) == 2
 

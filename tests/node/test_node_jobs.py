@@ -65,19 +65,25 @@ class World:
         return job_id
 
 
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
+def make_world(tmp: Path) -> World:
+    """A deployed protocol with the mlp published and three nodes staked to serve it."""
     chain = EmbeddedChain(accounts=9)
     accounts = list(chain.accounts)
     deployer, owner, nodes, client = accounts[0], accounts[1], accounts[2:5], accounts[5]
     d = deploy_protocol(chain, deployer=deployer.address, treasury=accounts[8].address)
-    published = publish_samples(d, DiskStore(tmp_path / "hub"), Address(owner.address))
+    published = publish_samples(d, DiskStore(tmp / "hub"), Address(owner.address))
     model_id = published["mlp"].model_id
     stake_for_model(d, Address(deployer.address), nodes, client, model_id)
     sample = next(s for s in sample_models() if s.name == "mlp")
-    yield World(chain, d, nodes, client, sample, model_id, tmp_path)
-    audit(d)
-    audit_jobs(d)
+    return World(chain, d, nodes, client, sample, model_id, tmp)
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    world = make_world(tmp_path)
+    yield world
+    audit(world.deployment)
+    audit_jobs(world.deployment)
 
 
 def test_quorum_job_settles_through_three_nodes(world: World) -> None:

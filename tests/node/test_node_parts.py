@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import after_killing_parent
+from tests.helpers import after_killing_parent, job_record
 from verinet.errors import ConfigError, InputTooLarge, MalformedTensor
 from verinet.node.config import NodeSettings
-from verinet.node.db import JobDB, JobRecord, Stage
+from verinet.node.db import JobDB, Stage
 from verinet.node.keys import create_keystore, load_keystore
-from verinet.protocol.types import Mode
 from verinet.runtime.tensors import group_hash
 from verinet.runtime.wire import (
     decode_group,
@@ -24,7 +23,7 @@ from verinet.runtime.wire import (
     group_to_json,
     tensor_from_json,
 )
-from verinet.types import Hash32, JobId, ModelId
+from verinet.types import JobId
 
 LIMIT = 1 << 20
 
@@ -103,22 +102,10 @@ def test_decode_group_refuses_truncated_blobs(cut: int) -> None:
         decode_group(blob + b"\0")
 
 
-def _record(job_id: int) -> JobRecord:
-    return JobRecord(
-        job_id=JobId(job_id),
-        model_id=ModelId(1),
-        mode=Mode.QUORUM,
-        k=3,
-        input_hash=Hash32(bytes([job_id]) * 32),
-        stage=Stage.AWAITING_INPUT,
-        reveal_deadline=1_000,
-    )
-
-
 def test_job_db_survives_a_reopen(tmp_path: Path) -> None:
     db = JobDB(tmp_path / "jobs.sqlite")
-    assert db.insert(_record(1)) and db.insert(_record(2))
-    assert not db.insert(_record(1))  # seen once, kept once
+    assert db.insert(job_record(1)) and db.insert(job_record(2))
+    assert not db.insert(job_record(1))  # seen once, kept once
     db.update(JobId(1), stage=Stage.COMMITTING, salt=b"s" * 32, output_hash=b"o" * 32)
     db.update(JobId(2), stage=Stage.DONE, outcome="PAID")
     db.set_cursor(42)
