@@ -534,14 +534,15 @@ def _median_us(fn: Callable[[], object], reps: int) -> float:
     return round(float(np.median(times)) * 1e6, 1)
 
 
-def _worker_us(pool: Any, cid: str, feeds: Any, reps: int) -> float:
-    """Median µs of one `ModelPool.arun_validated` on an event loop, one call at a time."""
+def _worker_us(pool: Any, cid: str, feeds: Any, reps: int, *, lone: bool) -> float:
+    """Median µs of one `ModelPool.adirect` on an event loop, one call at a time (`lone`: as
+    a node calls it for a lone client, the worker kept awake)."""
 
     async def calls() -> Samples:
         times = []
         for _ in range(reps + 10):
             start = time.perf_counter()
-            await pool.arun_validated(cid, feeds)
+            await pool.adirect(cid, feeds, lone=lone)
             times.append(time.perf_counter() - start)
         return times[10:]
 
@@ -634,20 +635,25 @@ def node_breakdown(data_dir: Path, sample: Any, reps: int) -> dict[str, Any]:
         }
         plain_us = {k: _median_us(fn, reps) for k, fn in plain_steps.items()}
         node_us = {k: _median_us(fn, reps) for k, fn in node_steps.items()}
-        node_us["pool.run, process (encode, IPC, decode)"] = _worker_us(
-            process_pool, cid, feeds, reps
-        )
+        for lone in (False, True):
+            node_us[f"pool.adirect, process{', lone' if lone else ''} (+ validate, hashes)"] = (
+                _worker_us(process_pool, cid, inputs, reps, lone=lone)
+            )
         node_us["asyncio.to_thread hop (no-op)"] = _to_thread_us(reps)
         whole = _median_us(lambda: node.execute(model_id, inputs), reps)
     finally:
         process_pool.close()
         node.close()
-    runs = [k for k in node_us if k.startswith("pool.run")]
+    runs = [k for k in node_us if k.startswith("pool.")]
     hop = node_us["asyncio.to_thread hop (no-op)"]
     shared = sum(us for k, us in node_us.items() if k not in runs) - hop
-    totals = {  # the process path waits on its pipe, no hop
+    in_worker = sum(
+        node_us[k] for k in node_us if k.startswith(("validate", "input h", "output h"))
+    )
+    totals = {  # the process path waits on its socket, no hop; it validates and hashes there
         "plain": round(sum(plain_us.values()), 1),
-        "node": round(shared + node_us[runs[1]], 1),
+        "node": round(shared - in_worker + node_us[runs[1]], 1),
+        "node, lone": round(shared - in_worker + node_us[runs[2]], 1),
         "node_thread": round(shared + hop + node_us[runs[0]], 1),
     }
     return {

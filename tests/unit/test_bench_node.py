@@ -42,6 +42,7 @@ def test_bench_node_smoke(tmp_path: Path) -> None:
     assert set(breakdown["handler_total_us"]) == {
         "plain",
         "node",
+        "node, lone",
         "node_thread",
     }
 
