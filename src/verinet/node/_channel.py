@@ -30,6 +30,9 @@ PICKLED, RUN, TENSORS, FAILED, DIRECT, HASHED = 0, 1, 2, 3, 4, 5
 """Frame kinds: a pickled ``(method, args)`` call or answer; a run request (CID + tensors);
 a run's outputs (tensors); a pickled exception; a direct run request (CID + tensors not yet
 validated); its answer (input hash, output hash, outputs)."""
+RETIRE = 0x80
+"""A flag on an answer's kind: the worker exits after it (its memory ran out: what is left
+of its heap cannot be trusted to run the next request)."""
 AWAKE = 0x40
 """A flag on a request's kind: the node's calls come one at a time, so the worker watches its
 socket for the next one a moment after answering instead of going to sleep."""
@@ -139,18 +142,20 @@ def answer(value: Any) -> bytes:
     return _frame(PICKLED, [pickle.dumps(value, _PICKLE)])
 
 
-def failure(exc: BaseException) -> bytes:
+def failure(exc: BaseException, *, retire: bool = False) -> bytes:
     """The frame of a call that raised (in the worker); an exception that does not pickle
-    goes as `ExecutionFailed` naming it."""
+    goes as `ExecutionFailed` naming it. `retire`: the worker exits after sending it."""
+    kind = FAILED | (RETIRE if retire else 0)
     try:
-        return _frame(FAILED, [pickle.dumps(exc, _PICKLE)])
+        return _frame(kind, [pickle.dumps(exc, _PICKLE)])
     except Exception:
         named = ExecutionFailed(f"{type(exc).__name__}: {exc}")
-        return _frame(FAILED, [pickle.dumps(named, _PICKLE)])
+        return _frame(kind, [pickle.dumps(named, _PICKLE)])
 
 
 def result(kind: int, payload: memoryview) -> Any:
     """The value of an answer frame, or its exception raised (in the node)."""
+    kind &= ~RETIRE
     try:
         if kind == TENSORS:
             tensors, _ = _unpack_tensors(payload, 0)
@@ -189,7 +194,9 @@ class FrameReader:
             body = bytes(self.buffer[start + _HEAD.size : start + _HEAD.size + size])
             frames.append((kind, memoryview(body)))
             start += _HEAD.size + size
-        if start:
+        if start == end:
+            self.buffer = bytearray()  # hand back what a large frame took
+        elif start:
             del self.buffer[:start]
         return frames
 

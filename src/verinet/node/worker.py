@@ -56,6 +56,7 @@ from verinet.node import _channel
 from verinet.node._channel import Hashed
 from verinet.node.config import Isolation
 from verinet.runtime.executor import OnnxExecutor
+from verinet.runtime.session import start_watchdog
 from verinet.runtime.tensors import Array
 from verinet.runtime.wire import group_to_json
 from verinet.types import Cid, Hash32
@@ -90,6 +91,8 @@ than a small model's run. Under concurrency nobody spins: calls pipeline instead
 spinning process would take a CPU the others need. One lone call in `LOOK_EVERY` does not
 spin on the loop, so that requests that came meanwhile get served and show the caller it
 is no longer alone."""
+OUT_OF_MEMORY = 3
+"""A worker's exit status when a request does not fit its memory cap."""
 CHECK_EVERY = 1.0
 """Seconds between checks of a busy worker's oldest call against the deadline."""
 
@@ -188,8 +191,18 @@ class _Models:
 def _serve(conn: multiprocessing.connection.Connection, store_root: str, timeout: float,
            memory_limit: int | None) -> None:  # fmt: skip
     """A worker's life: cap the address space, then answer requests in order until the node
-    goes."""
+    goes. It never outlives a fault of its own: whatever escapes ends it at once (a normal
+    exit prints a traceback and joins threads, which can fail and hang out of memory)."""
+    try:
+        _answer_requests(conn, store_root, timeout, memory_limit)
+    except BaseException:
+        os._exit(1)
+
+
+def _answer_requests(conn: multiprocessing.connection.Connection, store_root: str,
+                     timeout: float, memory_limit: int | None) -> None:  # fmt: skip
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the node's to handle
+    start_watchdog()  # before the cap: a thread started near it may never start
     if memory_limit is not None:
         import resource
 
@@ -203,12 +216,19 @@ def _serve(conn: multiprocessing.connection.Connection, store_root: str, timeout
             frame = reader.next(None)
         except (EOFError, OSError):
             os._exit(0)  # the node is gone
+        except MemoryError:
+            # A request over the cap cannot even be read; what was read of it cannot be
+            # skipped. Exit now (a traceback's printing could itself fail and hang here).
+            os._exit(OUT_OF_MEMORY)
         assert frame is not None
+        retire = False
         try:
             method, args = _channel.parse_request(*frame)
             reply = _channel.answer(getattr(models, method)(*args))
         except MemoryError:
-            reply = _channel.failure(MemoryError())
+            # Answer, then go: a heap that ran out (onnxruntime's arena, a thread that could
+            # not start) may fail the next request in ways that are not this one's fault.
+            reply, retire = _channel.failure(MemoryError(), retire=True), True
         except Exception as exc:  # every failure goes back to the node, typed
             reply = _channel.failure(exc)
         try:
@@ -217,6 +237,8 @@ def _serve(conn: multiprocessing.connection.Connection, store_root: str, timeout
             _channel.send(reader.fd, reply)
         except OSError:
             os._exit(0)
+        if retire:
+            os._exit(OUT_OF_MEMORY)
         if frame[0] & _channel.AWAKE and not reader.parsed:
             until = time.monotonic() + WORKER_SPIN
             while time.monotonic() < until and not ready.poll(0):
@@ -280,6 +302,8 @@ class _Worker:
         """Why the process ended, once it has (for the caller's error)."""
         self.process.join(GRACE)
         code = self.process.exitcode
+        if code == OUT_OF_MEMORY:
+            return "out of memory reading the request"
         if code is not None and code < 0:
             with contextlib.suppress(ValueError):
                 return f"killed by {signal.Signals(-code).name}"
@@ -529,7 +553,10 @@ class ModelPool:
         if isinstance(outcome, str):
             self._discard(worker)
             raise self._failure(outcome, worker)
-        self._release(worker)
+        if outcome[0] & _channel.RETIRE:
+            self._discard(worker)
+        else:
+            self._release(worker)
         return self._result(outcome)
 
     def _result(self, frame: Frame) -> Any:
@@ -623,6 +650,7 @@ class ModelPool:
                 alive = worker.reader.fill()
             except OSError:
                 alive = False
+            retired = False
             for frame in worker.reader.frames():
                 if not worker.inflight:
                     alive = False  # an answer nobody asked for: the channel is broken
@@ -631,7 +659,10 @@ class ModelPool:
                 worker.queued -= len(call.request)
                 worker.head_since = time.monotonic()
                 done.append((call, frame))
-            if alive:
+                if frame[0] & _channel.RETIRE:
+                    retired = True  # it answered and exits: the calls behind go elsewhere
+                    break
+            if alive and not retired:
                 if not worker.inflight and (worker.claimed or self._closed):
                     self._changed.notify_all()  # a thread waits for it, or close() does
                 elif self._pending and (loop := self._pending_loop) and loop is worker.loop:
@@ -640,7 +671,9 @@ class ModelPool:
                     self._wake()  # the waiting calls are another loop's: it may have it now
         for call, frame in done:
             _resolve(call, frame)
-        if not alive:
+        if retired:
+            self._lost(worker, None)
+        elif not alive:
             self._lost(worker, _DIED)
 
     def _spin(self, worker: _Worker, call: _Call, until: float) -> None:
@@ -661,20 +694,22 @@ class ModelPool:
             return
         worker.timer = worker.loop.call_later(CHECK_EVERY, self._check, worker)
 
-    def _lost(self, worker: _Worker, outcome: str) -> None:
-        """`worker` died or overran: fail the call it was running, kill it, and send the
-        calls queued behind it to other workers."""
+    def _lost(self, worker: _Worker, outcome: str | None) -> None:
+        """`worker` died or overran: fail the call it was running (unless `outcome` is None:
+        it retired after its last answer), kill it, and send the calls queued behind it to
+        other workers."""
         with self._lock:
             if worker not in self._workers:
                 return
             self._workers.remove(worker)
             calls, worker.inflight = list(worker.inflight), deque()
             loop = _unread(worker)
-            self._pending.extendleft(reversed(calls[1:]))
+            failed = calls[:1] if outcome is not None else []
+            self._pending.extendleft(reversed(calls[len(failed) :]))
             self._changed.notify_all()
         worker.kill()
-        if calls:
-            _resolve(calls[0], self._failure(outcome, worker))
+        if failed and outcome is not None:
+            _resolve(failed[0], self._failure(outcome, worker))
         if loop is not None and not loop.is_closed():
             with self._lock:
                 self._pump(loop)

@@ -91,13 +91,20 @@ class _Watchdog:
         self._thread: threading.Thread | None = None
         self._wake_at = float("inf")  # when the thread next wakes by itself
 
+    def start(self) -> None:
+        """Start the thread now (a process that caps its memory starts it first: a thread
+        that cannot get its stack leaves ``Thread.start`` waiting forever)."""
+        with self._cond:
+            self._start()
+
+    def _start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="verinet-watchdog", daemon=True)
+            self._thread.start()
+
     def watch(self, options: ort.RunOptions, timeout: float) -> int:
         with self._cond:
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._loop, name="verinet-watchdog", daemon=True
-                )
-                self._thread.start()
+            self._start()
             # Drop finished runs here, so the thread only wakes when the earliest deadline moves.
             while self._heap and self._heap[0][1] not in self._live:
                 heapq.heappop(self._heap)
@@ -136,6 +143,7 @@ class _Watchdog:
 
 
 _WATCHDOG = _Watchdog()
+start_watchdog = _WATCHDOG.start
 
 
 def run_session(
