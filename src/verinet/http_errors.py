@@ -70,6 +70,17 @@ def error_response(
     return JSONResponse({"error": error, "detail": detail}, status, headers=headers)
 
 
+def refusal(
+    exc: VerinetError, status_of: Callable[[VerinetError], int], seen: Callable[[str], None]
+) -> JSONResponse:
+    """The response to a Verinet error (`seen` counts it by name)."""
+    name = type(exc).__name__
+    seen(name)
+    status = status_of(exc)
+    headers = {"Retry-After": "2"} if status in (429, 503) else None
+    return error_response(status, name, str(exc), headers)
+
+
 def reason(status: int) -> str:
     """The HTTP reason phrase as one identifier: 404 → NotFound."""
     try:
@@ -90,10 +101,7 @@ def install(
 
     async def verinet_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, VerinetError)
-        name = type(exc).__name__
-        seen(name)
-        headers = {"Retry-After": "2"} if status_of(exc) in (429, 503) else None
-        return error_response(status_of(exc), name, str(exc), headers)
+        return refusal(exc, status_of, seen)
 
     async def bad_request(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
