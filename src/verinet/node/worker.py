@@ -259,6 +259,12 @@ class _Call:
         self.abandoned = False  # its caller was cancelled; the answer is read and dropped
 
 
+_REAPING = threading.Lock()
+"""Held to start, poll or join a worker process. `Process.start` polls every child the
+process has; two threads polling one forkserver child at once can both see its exit, and
+the one that reads second records status 255, losing the signal that ended it."""
+
+
 class _Worker:
     """One worker process and the node's end of its socket pair.
 
@@ -271,7 +277,8 @@ class _Worker:
         self.process = context.Process(
             target=_serve, args=(child, *args), name=f"verinet-model-worker-{index}", daemon=True
         )
-        self.process.start()
+        with _REAPING:
+            self.process.start()
         child.close()  # the worker holds the only other end: its EOF is the node's exit
         self.fd = self.conn.fileno()
         self.reader = _channel.FrameReader(self.fd)
@@ -300,8 +307,9 @@ class _Worker:
 
     def death(self) -> str:
         """Why the process ended, once it has (for the caller's error)."""
-        self.process.join(GRACE)
-        code = self.process.exitcode
+        with _REAPING:
+            self.process.join(GRACE)
+            code = self.process.exitcode
         if code == OUT_OF_MEMORY:
             return "out of memory reading the request"
         if code is not None and code < 0:
@@ -310,15 +318,18 @@ class _Worker:
         return f"exit status {code}"
 
     def kill(self) -> None:
-        if self.process.is_alive():
-            self.process.kill()
-        self.process.join(GRACE)
+        with _REAPING:
+            if self.process.is_alive():
+                self.process.kill()
+            self.process.join(GRACE)
         self.conn.close()
 
     def stop(self) -> None:
         self.conn.close()  # EOF: the worker exits by itself
-        self.process.join(GRACE)
-        if self.process.is_alive():
+        with _REAPING:
+            self.process.join(GRACE)
+            alive = self.process.is_alive()
+        if alive:
             self.kill()
 
 
