@@ -32,7 +32,8 @@ from verinet.errors import BlobNotFound, ExecutionFailed, ExecutionTimeout
 from verinet.hub.publish import draft_manifest, store_model
 from verinet.hub.store import DiskStore
 from verinet.node import _channel
-from verinet.node.worker import PIPELINE_BYTES, PIPELINE_DEPTH, ModelPool, _Worker
+from verinet.node._workers import PIPELINE_BYTES, PIPELINE_DEPTH, _Worker
+from verinet.node.worker import ModelPool
 from verinet.runtime.executor import OnnxExecutor
 from verinet.types import Cid
 

@@ -32,10 +32,10 @@ import onnx
 from onnx import numpy_helper
 
 from verinet.errors import ContractRevert, ResultNotReady
+from verinet.node._process import TracedRun
 from verinet.node.db import JobRecord, Stage
 from verinet.node.disputes import Run
 from verinet.node.service import Node, ServedModel
-from verinet.node.worker import TracedRun
 from verinet.protocol.dispute import top_link
 from verinet.protocol.receipts import Receipt
 from verinet.protocol.trace import hash_chain, initial_link, merkle_root

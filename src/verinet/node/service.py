@@ -49,13 +49,14 @@ from verinet.hub.manifest import ModelManifest
 from verinet.hub.publish import load_manifest
 from verinet.hub.replicate import replicate_model
 from verinet.hub.store import DiskStore
+from verinet.node._process import TracedRun
 from verinet.node.config import NodeSettings
 from verinet.node.db import ChainIdentity, JobDB, JobRecord, Stage
 from verinet.node.disputes import DisputeDesk, Run, watch_draw
 from verinet.node.expiry import ExpirySweep
 from verinet.node.metrics import NodeMetrics
 from verinet.node.proving import Prover
-from verinet.node.worker import ModelPool, TracedRun
+from verinet.node.worker import ModelPool
 from verinet.protocol.receipts import Receipt, receipt_requester, sign_receipt
 from verinet.protocol.rules import commitment
 from verinet.protocol.types import Job, JobState, Mode

@@ -38,49 +38,36 @@ import asyncio
 import contextlib
 import multiprocessing
 import multiprocessing.connection
-import os
-import select
-import signal
 import threading
 import time
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-from verinet.errors import ExecutionFailed, ExecutionTimeout, MalformedEvidence
-from verinet.hub.files import get_file
-from verinet.hub.publish import load_manifest
-from verinet.hub.store import DiskStore
+from verinet.errors import ExecutionFailed, ExecutionTimeout
 from verinet.node import _channel
 from verinet.node._channel import Hashed
+from verinet.node._process import Models, TracedRun
+from verinet.node._workers import (
+    GRACE,
+    PIPELINE_BYTES,
+    Frame,
+    _Call,
+    _resolve,
+    _running_loop,
+    _unread,
+    _Worker,
+)
 from verinet.node.config import Isolation
-from verinet.runtime.executor import OnnxExecutor
-from verinet.runtime.session import start_watchdog
 from verinet.runtime.tensors import Array
-from verinet.runtime.wire import group_to_json
-from verinet.types import Cid, Hash32
 from verinet.verification.optimistic import (
-    Check,
-    Evidence,
     Judgement,
-    judge_step,
-    links,
-    step_evidence,
 )
 
 MiB = 1024 * 1024
-GRACE = 5.0
-"""Seconds past the execution timeout the node waits for a worker before it kills it (the
-worker stops an overrunning run itself; this covers one that hangs outside onnxruntime)."""
 ON_LOOP_BYTES = 64 * 1024
 """``isolation="thread"``: larger inputs run in a thread, smaller ones on the event loop."""
-PIPELINE_DEPTH = 64
-PIPELINE_BYTES = 96 * 1024
-"""At most this many calls, and bytes of requests, in flight on one worker's socket: its
-buffer holds them all, so the event loop's write never waits for a busy worker. A request
-larger than this goes alone, written from a thread."""
-WORKER_SPIN = 0.001
 NODE_SPIN = (0.0005, 0.002)
 LOOK_EVERY = 8
 """For a `lone` call (the node serves one request at a time: one client), the worker stays
@@ -91,246 +78,8 @@ than a small model's run. Under concurrency nobody spins: calls pipeline instead
 spinning process would take a CPU the others need. One lone call in `LOOK_EVERY` does not
 spin on the loop, so that requests that came meanwhile get served and show the caller it
 is no longer alone."""
-OUT_OF_MEMORY = 3
-"""A worker's exit status when a request does not fit its memory cap."""
 CHECK_EVERY = 1.0
 """Seconds between checks of a busy worker's oldest call against the deadline."""
-
-
-class TracedRun(NamedTuple):
-    """What an optimistic run commits to, and the links a dispute is played over."""
-
-    outputs: dict[str, Array]
-    ops: int
-    final: Hash32
-    root: Hash32
-    links: list[Hash32]
-    step_hashes: list[Hash32]  # H_1 .. H_N
-
-
-class _Models:
-    """Checked models by manifest CID, loaded from a store on first use."""
-
-    def __init__(self, store_root: str, timeout: float) -> None:
-        self.store = DiskStore(store_root)
-        self.timeout = timeout
-        self.executors: dict[str, OnnxExecutor] = {}
-        self.lock = threading.Lock()
-
-    def get(self, manifest_cid: str) -> OnnxExecutor:
-        with self.lock:
-            executor = self.executors.get(manifest_cid)
-            if executor is None:
-                manifest = load_manifest(self.store, Cid(manifest_cid))
-                model = get_file(self.store, manifest.model)
-                executor = OnnxExecutor(model, manifest, timeout=self.timeout)
-                self.executors[manifest_cid] = executor
-            return executor
-
-    def load(self, manifest_cid: str) -> None:
-        self.get(manifest_cid)
-
-    def run(self, manifest_cid: str, feeds: Mapping[str, Array]) -> dict[str, Array]:
-        return self.get(manifest_cid).run_validated(feeds)
-
-    def direct(self, manifest_cid: str, inputs: Mapping[str, Array]) -> Hashed:
-        """Validate `inputs` against the manifest, run, and hash both sides: the work of a
-        direct call, done here rather than on the node's event loop."""
-        executor = self.get(manifest_cid)
-        feeds = executor.validate(inputs)
-        outputs = executor.run_validated(feeds)
-        return Hashed(executor.input_hash(feeds), executor.output_hash(outputs), outputs)
-
-    def trace_step(
-        self, manifest_cid: str, inputs: Mapping[str, Array], index: int
-    ) -> dict[str, Any]:
-        trace = self.get(manifest_cid).run_traced(inputs)
-        if not 1 <= index <= trace.ops:
-            raise IndexError(f"step {index} is outside 1..{trace.ops}")
-        step = trace.step(index)
-        return {
-            "index": index,
-            "ops": trace.ops,
-            "op_type": step.op_type,
-            "node_name": step.node_name,
-            "inputs": list(step.inputs),
-            "outputs": group_to_json(step.outputs),
-            "op_hash": "0x" + step.op_hash.hex(),
-            "link_before": "0x" + trace.links[index - 1].hex(),
-            "link": "0x" + trace.links[index].hex(),
-            "final": "0x" + trace.final.hex(),
-            "root": "0x" + trace.root.hex(),
-            "proof": ["0x" + s.hex() for s in step.proof.siblings],
-        }
-
-    def traced(self, manifest_cid: str, inputs: Mapping[str, Array]) -> TracedRun:
-        """A traced run's outputs and its commitment (optimistic jobs)."""
-        trace = self.get(manifest_cid).run_traced(inputs)
-        return TracedRun(
-            dict(trace.outputs), trace.ops, trace.final, trace.root, links(trace),
-            list(trace.op_hashes),
-        )  # fmt: skip
-
-    def evidence(self, manifest_cid: str, inputs: Mapping[str, Array], step: int) -> bytes:
-        """The JSON `Evidence` for step `step` of a traced run (a dispute's defender)."""
-        return step_evidence(self.get(manifest_cid).run_traced(inputs), step).to_json()
-
-    def judge(self, manifest_cid: str, evidence: bytes, terms: dict[str, Any]) -> Judgement:
-        """A juror's `judge_step` on a defender's evidence (untrusted: it runs here, in a
-        capped worker when the model is not run inline)."""
-        executor = self.get(manifest_cid)
-        try:
-            parsed = Evidence.from_json(evidence)
-        except MalformedEvidence as exc:
-            return Judgement(False, Check.CLAIM, f"the evidence is malformed: {exc}")
-        return judge_step(
-            executor.model, executor.profile, evidence=parsed, timeout=self.timeout, **terms
-        )
-
-
-def _serve(conn: multiprocessing.connection.Connection, store_root: str, timeout: float,
-           memory_limit: int | None) -> None:  # fmt: skip
-    """A worker's life: cap the address space, then answer requests in order until the node
-    goes. It never outlives a fault of its own: whatever escapes ends it at once (a normal
-    exit prints a traceback and joins threads, which can fail and hang out of memory)."""
-    try:
-        _answer_requests(conn, store_root, timeout, memory_limit)
-    except BaseException:
-        os._exit(1)
-
-
-def _answer_requests(conn: multiprocessing.connection.Connection, store_root: str,
-                     timeout: float, memory_limit: int | None) -> None:  # fmt: skip
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the node's to handle
-    start_watchdog()  # before the cap: a thread started near it may never start
-    if memory_limit is not None:
-        import resource
-
-        resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
-    models = _Models(store_root, timeout)
-    reader = _channel.FrameReader(conn.fileno())
-    ready = select.poll()
-    ready.register(reader.fd, select.POLLIN)
-    while True:
-        try:
-            frame = reader.next(None)
-        except (EOFError, OSError):
-            os._exit(0)  # the node is gone
-        except MemoryError:
-            # A request over the cap cannot even be read; what was read of it cannot be
-            # skipped. Exit now (a traceback's printing could itself fail and hang here).
-            os._exit(OUT_OF_MEMORY)
-        assert frame is not None
-        retire = False
-        try:
-            method, args = _channel.parse_request(*frame)
-            reply = _channel.answer(getattr(models, method)(*args))
-        except MemoryError:
-            # Answer, then go: a heap that ran out (onnxruntime's arena, a thread that could
-            # not start) may fail the next request in ways that are not this one's fault.
-            reply, retire = _channel.failure(MemoryError(), retire=True), True
-        except Exception as exc:  # every failure goes back to the node, typed
-            reply = _channel.failure(exc)
-        try:
-            # Each answer goes at once, never held back for the next: a later request of
-            # the batch may crash this worker, and must not take earlier answers with it.
-            _channel.send(reader.fd, reply)
-        except OSError:
-            os._exit(0)
-        if retire:
-            os._exit(OUT_OF_MEMORY)
-        if frame[0] & _channel.AWAKE and not reader.parsed:
-            until = time.monotonic() + WORKER_SPIN
-            while time.monotonic() < until and not ready.poll(0):
-                os.sched_yield()  # a process that needs this CPU gets it
-
-
-Frame = tuple[int, memoryview]
-
-
-class _Call:
-    """One request pipelined onto a worker, and the future its coroutine awaits."""
-
-    __slots__ = ("abandoned", "future", "request")
-
-    def __init__(self, future: asyncio.Future[Frame], request: bytes) -> None:
-        self.future = future
-        self.request = request
-        self.abandoned = False  # its caller was cancelled; the answer is read and dropped
-
-
-_REAPING = threading.Lock()
-"""Held to start, poll or join a worker process. `Process.start` polls every child the
-process has; two threads polling one forkserver child at once can both see its exit, and
-the one that reads second records status 255, losing the signal that ended it."""
-
-
-class _Worker:
-    """One worker process and the node's end of its socket pair.
-
-    Coroutines pipeline calls onto it (``inflight``, answered in order, read by the event
-    loop ``loop``); a thread takes it whole (``taken``) once nothing is in flight, and
-    ``claimed`` stops new pipelined calls meanwhile so that the thread gets it soon."""
-
-    def __init__(self, context: Any, args: tuple[str, float, int | None], index: int) -> None:
-        self.conn, child = context.Pipe(duplex=True)
-        self.process = context.Process(
-            target=_serve, args=(child, *args), name=f"verinet-model-worker-{index}", daemon=True
-        )
-        with _REAPING:
-            self.process.start()
-        child.close()  # the worker holds the only other end: its EOF is the node's exit
-        self.fd = self.conn.fileno()
-        self.reader = _channel.FrameReader(self.fd)
-        self.ready = select.poll()
-        self.ready.register(self.fd, select.POLLIN)
-        self.inflight: deque[_Call] = deque()
-        self.queued = 0  # request bytes in flight
-        self.outbox: list[bytes] = []  # requests in flight not yet written
-        self.head_since = 0.0  # when the oldest call in flight reached the worker's turn
-        self.loop: asyncio.AbstractEventLoop | None = None  # whose reader reads the answers
-        self.timer: asyncio.TimerHandle | None = None  # the overrun check while busy
-        self.taken = False
-        self.claimed = False
-
-    def accepts(self, loop: asyncio.AbstractEventLoop, size: int) -> bool:
-        """Whether a call of `size` bytes from `loop` may be pipelined onto this worker now."""
-        if self.taken or self.claimed:
-            return False
-        if not self.inflight:
-            return True
-        return (
-            self.loop is loop
-            and len(self.inflight) < PIPELINE_DEPTH
-            and self.queued + size <= PIPELINE_BYTES
-        )
-
-    def death(self) -> str:
-        """Why the process ended, once it has (for the caller's error)."""
-        with _REAPING:
-            self.process.join(GRACE)
-            code = self.process.exitcode
-        if code == OUT_OF_MEMORY:
-            return "out of memory reading the request"
-        if code is not None and code < 0:
-            with contextlib.suppress(ValueError):
-                return f"killed by {signal.Signals(-code).name}"
-        return f"exit status {code}"
-
-    def kill(self) -> None:
-        with _REAPING:
-            if self.process.is_alive():
-                self.process.kill()
-            self.process.join(GRACE)
-        self.conn.close()
-
-    def stop(self) -> None:
-        self.conn.close()  # EOF: the worker exits by itself
-        with _REAPING:
-            self.process.join(GRACE)
-            alive = self.process.is_alive()
-        if alive:
-            self.kill()
 
 
 _DIED, _LATE = "died", "late"
@@ -359,11 +108,11 @@ class ModelPool:
         self._args = (str(store_root), timeout, memory_limit_mb * MiB if memory_limit_mb else None)
         self._deadline = timeout + GRACE
         self._size = workers
-        self._local = _Models(str(store_root), timeout) if isolation == "thread" else None
+        self._local = Models(str(store_root), timeout) if isolation == "thread" else None
         self._context = multiprocessing.get_context("forkserver")
         # The fork server imports onnxruntime and the runtime once; each worker forks from it
         # ready to load models, instead of importing them anew each start.
-        self._context.set_forkserver_preload([__name__])
+        self._context.set_forkserver_preload(["verinet.node._process"])
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # a worker was released or drained
         self._workers: list[_Worker] = []
@@ -815,45 +564,3 @@ class ModelPool:
             worker.kill()  # SIGKILL: its join is short
             self._pending.extendleft(reversed(live))
             self._wake()
-
-
-def _unread(worker: _Worker) -> asyncio.AbstractEventLoop | None:
-    """Stop `worker`'s loop reading its socket, from any thread; the loop it had."""
-    loop, worker.loop = worker.loop, None
-    if worker.timer is not None:
-        worker.timer.cancel()
-        worker.timer = None
-    if loop is not None and not loop.is_closed():
-        if _running_loop() is loop:
-            loop.remove_reader(worker.fd)
-        else:
-            loop.call_soon_threadsafe(loop.remove_reader, worker.fd)
-    return loop
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-
-
-def _resolve(call: _Call, outcome: Frame | BaseException) -> None:
-    """Settle `call` with an answer or an error, from any thread."""
-    future = call.future
-    loop = future.get_loop()
-    if future.done() or loop.is_closed():
-        return
-    if _running_loop() is loop:
-        _settle(future, outcome)
-    else:
-        loop.call_soon_threadsafe(_settle, future, outcome)
-
-
-def _settle(future: asyncio.Future[Frame], outcome: Frame | BaseException) -> None:
-    if future.done():
-        return
-    if isinstance(outcome, BaseException):
-        future.set_exception(outcome)
-    else:
-        future.set_result(outcome)
